@@ -1,0 +1,13 @@
+#!/bin/sh
+# Notebooks use http://127.0.0.1:8080 as the lab guide says. socat forwards that port
+# to the MLflow service and resolves its name for every connection, so a restarted
+# MLflow container (new address) is reached again without restarting Jupyter.
+set -eu
+upstream=${LAB_MLFLOW_UPSTREAM:-mlflow:8080}
+(
+  while true; do
+    socat TCP-LISTEN:8080,bind=127.0.0.1,fork,reuseaddr "TCP:${upstream}" || true
+    sleep 1
+  done
+) &
+exec jupyter lab

@@ -1,0 +1,141 @@
+"""Placing the lab material in the student workspace: the bundled lab and the course repo.
+
+The course repository is fetched on the host (which has the network, proxy and CA
+settings) into a cache that the Jupyter container sees read-only; inside the
+container, workspace_sync.py places it in the workspace without losing student work.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow_lab.compose import Compose
+from mlflow_lab.errors import LabError
+from mlflow_lab.settings import Settings
+
+WORKSPACE = "/home/student/workspace"
+BUNDLED_LAB_SOURCE = "/opt/mlflow-lab/lab"
+BUNDLED_LAB_DIR = "mlflow-tracking-lab"
+CACHE_MOUNT = "/opt/course-upstream"
+SYNC_SCRIPT = "/opt/mlflow-lab/workspace_sync.py"
+GIT_TIMEOUT_S = 300
+
+
+@dataclass(frozen=True)
+class Fetched:
+    cache: Path | None  # the bare cache on the host; None when nothing was ever fetched
+    warning: str | None
+
+
+def repo_name(url: str) -> str:
+    name = re.sub(r"\.git$", "", url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1])
+    return name or "course"
+
+
+def _git(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    return subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=GIT_TIMEOUT_S,
+        check=False,
+    )
+
+
+def _reason(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    fatal = [line for line in lines if line.startswith("fatal:")]
+    return (fatal or lines or [f"git exit code {result.returncode}"])[-1].removeprefix("fatal: ")
+
+
+def fetch_course_repo(settings: Settings) -> Fetched:
+    """Fetch the course branch into the host cache; never raises for network trouble."""
+    url, branch = settings.repo_url, settings.repo_branch
+    cache = settings.course_cache_dir / f"{repo_name(url)}.git"
+    fallback = (
+        f"the workspace keeps the last fetched copy ({repo_name(url)}/) and the bundled lab "
+        f"({BUNDLED_LAB_DIR}/)"
+        if (cache / "HEAD").exists()
+        else f"the workspace gets the bundled lab ({BUNDLED_LAB_DIR}/) only"
+    )
+    try:
+        if (cache / "HEAD").exists() and _git(
+            ["config", "--get", "remote.origin.url"], cwd=cache
+        ).stdout.strip() != url:
+            # The cache holds no student work: a new course URL simply replaces it.
+            shutil.rmtree(cache)
+        if (cache / "HEAD").exists():
+            result = _git(
+                ["fetch", "--depth", "1", "origin", f"+refs/heads/{branch}:refs/heads/{branch}"],
+                cwd=cache,
+            )
+        else:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(cache.name + ".partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            result = _git(["clone", "--bare", "--depth", "1", "--branch", branch, url, str(tmp)])
+            if result.returncode == 0:
+                tmp.rename(cache)
+    except FileNotFoundError:
+        return Fetched(None, f"git is not installed on this machine: {fallback}")
+    except subprocess.TimeoutExpired:
+        return Fetched(
+            cache if (cache / "HEAD").exists() else None,
+            f"course repo {url} (branch {branch}) did not answer in {GIT_TIMEOUT_S} s: {fallback}",
+        )
+    if result.returncode != 0:
+        return Fetched(
+            cache if (cache / "HEAD").exists() else None,
+            f"course repo {url} (branch {branch}) could not be fetched ({_reason(result)}): "
+            f"{fallback}",
+        )
+    return Fetched(cache, None)
+
+
+def _sync_in_container(compose: Compose, source: str, branch: str, dest: str) -> str:
+    args = [SYNC_SCRIPT, "--source", source, "--branch", branch, "--dest", dest]
+    result = compose.run(
+        "exec -T jupyter python3 " + " ".join(shlex.quote(a) for a in args), hide=True, warn=True
+    )
+    text = (result.stdout or result.stderr).strip()
+    line = text.splitlines()[-1] if text else f"exit code {result.exited}"
+    if result.failed:
+        raise LabError(f"placing {dest} failed: {line}")
+    return line
+
+
+def workspace_has(compose: Compose, name: str) -> bool:
+    result = compose.run(
+        f"exec -T jupyter test -e {shlex.quote(f'{WORKSPACE}/{name}')}", hide=True, warn=True
+    )
+    return result.ok
+
+
+def place_bundled_lab(compose: Compose) -> str:
+    return _sync_in_container(compose, BUNDLED_LAB_SOURCE, "main", f"{WORKSPACE}/{BUNDLED_LAB_DIR}")
+
+
+def place_course_repo(compose: Compose, settings: Settings) -> list[str]:
+    """Fetch and place the course repo; the lines to show (warnings start with 'warning:')."""
+    fetched = fetch_course_repo(settings)
+    lines = [f"warning: {fetched.warning}"] if fetched.warning else []
+    if fetched.cache is not None:
+        name = repo_name(settings.repo_url)
+        lines.append(
+            _sync_in_container(
+                compose,
+                f"{CACHE_MOUNT}/{fetched.cache.name}",
+                settings.repo_branch,
+                f"{WORKSPACE}/{name}",
+            )
+        )
+    return lines

@@ -1,0 +1,170 @@
+"""A live lab stack for the end-to-end tests, on its own project name, ports and state.
+
+The stack is started the way a user starts it (`invoke up`); testcontainers'
+DockerCompose is the handle for exec, logs and teardown. It never touches the
+user's own stack: another compose project, other volumes, free ports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from testcontainers.compose import DockerCompose
+
+from tests.helpers import free_port
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+INVOKE = [sys.executable, "-m", "invoke"]
+CONTAINER_TRACKING_URI = "http://127.0.0.1:8080"
+UP_TIMEOUT_S = 1800  # a cold build on 2 cores is part of the first `up`
+
+pytestmark = pytest.mark.e2e
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@dataclass
+class Lab:
+    env: dict[str, str]
+    compose: DockerCompose
+    project: str
+    mlflow_port: int
+    jupyter_port: int
+    token: str
+    state_dir: Path
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    @property
+    def jupyter_url(self) -> str:
+        return f"http://127.0.0.1:{self.jupyter_port}"
+
+    def invoke(
+        self, *args: str, check: bool = True, timeout: float = 600, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*INVOKE, *args],
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=stdin,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"invoke {' '.join(args)} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            )
+        return result
+
+    def container(self, service: str) -> str:
+        return self.compose.get_container(service).Name or ""
+
+    def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["docker", *args], capture_output=True, text=True, timeout=300, check=check
+        )
+
+    def python_in(self, service: str, code: str, timeout: float = 300) -> str:
+        """Run Python code in a service's container; its stdout, or fail with its output."""
+        result = subprocess.run(
+            ["docker", "exec", "-i", self.container(service), "python3", "-"],
+            input=code,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise AssertionError(
+                f"python in {service} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+            )
+        return result.stdout
+
+    def json_in(self, service: str, code: str, timeout: float = 300) -> Any:
+        """Run code that prints one JSON document as its last line; return it parsed."""
+        return json.loads(self.python_in(service, code, timeout).strip().splitlines()[-1])
+
+    def status(self) -> dict[str, Any]:
+        report: dict[str, Any] = json.loads(self.invoke("status", "--json").stdout)
+        return report
+
+
+def lab_env(state_dir: Path) -> dict[str, str]:
+    """Every lab setting explicit, so nothing leaks in from the developer's .env."""
+    return {
+        "LAB_PROJECT": f"mlflow-lab-e2e-{os.getpid()}",
+        "LAB_MLFLOW_PORT": str(free_port()),
+        "LAB_JUPYTER_PORT": str(free_port()),
+        "LAB_BIND_ADDRESS": "127.0.0.1",
+        "LAB_JUPYTER_TOKEN": secrets.token_hex(24),
+        "LAB_STATE_DIR": str(state_dir),
+        # An unreachable course repo: `up` must warn and go on with the bundled lab.
+        "LAB_REPO_URL": "git://127.0.0.1:9/no-such-course.git",
+        "LAB_REPO_BRANCH": "dev",
+        "LAB_EXTRA_ALLOWED_HOSTS": "",
+        "LAB_MLFLOW_WORKERS": "1",
+        "TESTCONTAINERS_RYUK_DISABLED": "true",
+    }
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Generator[Lab, None, None]:
+    state_dir = tmp_path_factory.mktemp("lab-state")
+    overrides = lab_env(state_dir)
+    saved = {name: os.environ.get(name) for name in overrides}
+    # DockerCompose runs `docker compose` with this process's environment.
+    os.environ.update(overrides)
+    compose = DockerCompose(PROJECT_ROOT, compose_file_name="compose.yaml", wait=True)
+    lab = Lab(
+        env=dict(os.environ),
+        compose=compose,
+        project=overrides["LAB_PROJECT"],
+        mlflow_port=int(overrides["LAB_MLFLOW_PORT"]),
+        jupyter_port=int(overrides["LAB_JUPYTER_PORT"]),
+        token=overrides["LAB_JUPYTER_TOKEN"],
+        state_dir=state_dir,
+    )
+    try:
+        lab.up_output = lab.invoke("up", timeout=UP_TIMEOUT_S)  # type: ignore[attr-defined]
+        yield lab
+    finally:
+        # Torn down even when `up` failed half-way: this project's containers and volumes only.
+        compose.stop(down=True)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    lab = getattr(item, "funcargs", {}).get("lab")
+    if report.failed and isinstance(lab, Lab):
+        try:
+            stdout, stderr = lab.compose.get_logs()
+        except Exception as exc:  # the logs are a courtesy; never mask the real failure
+            stdout, stderr = "", f"could not read the container logs: {exc}"
+        report.sections.append(
+            ("container logs (last 150 lines)", "\n".join((stdout + stderr).splitlines()[-150:]))
+        )
