@@ -17,6 +17,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from mlflow_lab import images, settings, stack
+from mlflow_lab import lock as lock_module
 from mlflow_lab.compose import Compose
 from mlflow_lab.errors import LabError
 
@@ -103,6 +104,13 @@ def clone(c: Context) -> None:
     if compose.services().get("jupyter", {}).get("state") != "running":
         raise LabError("the lab is not running: start it with `invoke up`")
     stack.place_material(compose, lab, first_start_only=False)
+
+
+@task
+@_one_line_errors
+def lock(c: Context) -> None:
+    """Re-resolve docker/constraints.txt (exact versions of both images) after a change."""
+    lock_module.lock(c, settings.load())
 
 
 @task(

@@ -7,6 +7,7 @@ container, workspace_sync.py places it in the workspace without losing student w
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shlex
@@ -57,26 +58,34 @@ def _reason(result: subprocess.CompletedProcess[str]) -> str:
     return (fatal or lines or [f"git exit code {result.returncode}"])[-1].removeprefix("fatal: ")
 
 
+def _has_branch(cache: Path, branch: str) -> bool:
+    if not (cache / "HEAD").exists():
+        return False
+    return (
+        _git(["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"], cwd=cache).returncode
+        == 0
+    )
+
+
 def fetch_course_repo(settings: Settings) -> Fetched:
     """Fetch the course branch into the host cache; never raises for network trouble."""
     url, branch = settings.repo_url, settings.repo_branch
-    cache = settings.course_cache_dir / f"{repo_name(url)}.git"
+    # Keyed by URL as well as name: pointing LAB_REPO_URL elsewhere starts a new cache.
+    key = hashlib.sha256(url.encode()).hexdigest()[:10]
+    cache = settings.course_cache_dir / f"{repo_name(url)}-{key}.git"
+    cached = _has_branch(cache, branch)
     fallback = (
         f"the workspace keeps the last fetched copy ({repo_name(url)}/) and the bundled lab "
         f"({BUNDLED_LAB_DIR}/)"
-        if (cache / "HEAD").exists()
+        if cached
         else f"the workspace gets the bundled lab ({BUNDLED_LAB_DIR}/) only"
     )
     try:
-        if (cache / "HEAD").exists() and _git(
-            ["config", "--get", "remote.origin.url"], cwd=cache
-        ).stdout.strip() != url:
-            # The cache holds no student work: a new course URL simply replaces it.
-            shutil.rmtree(cache)
         if (cache / "HEAD").exists():
+            # No --depth here: the new commits must link up with the ones the student's
+            # copy already has, or every update would look like rewritten history.
             result = _git(
-                ["fetch", "--depth", "1", "origin", f"+refs/heads/{branch}:refs/heads/{branch}"],
-                cwd=cache,
+                ["fetch", "origin", f"+refs/heads/{branch}:refs/heads/{branch}"], cwd=cache
             )
         else:
             cache.parent.mkdir(parents=True, exist_ok=True)
@@ -89,12 +98,12 @@ def fetch_course_repo(settings: Settings) -> Fetched:
         return Fetched(None, f"git is not installed on this machine: {fallback}")
     except subprocess.TimeoutExpired:
         return Fetched(
-            cache if (cache / "HEAD").exists() else None,
+            cache if cached else None,
             f"course repo {url} (branch {branch}) did not answer in {GIT_TIMEOUT_S} s: {fallback}",
         )
     if result.returncode != 0:
         return Fetched(
-            cache if (cache / "HEAD").exists() else None,
+            cache if cached else None,
             f"course repo {url} (branch {branch}) could not be fetched ({_reason(result)}): "
             f"{fallback}",
         )

@@ -23,15 +23,15 @@ def _quiet(args: list[str], timeout: float = ENGINE_TIMEOUT_S) -> subprocess.Com
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def engine_version() -> str:
-    """The engine's version; LabError when no engine answers."""
+def engine_version(timeout: float = ENGINE_TIMEOUT_S) -> str:
+    """The engine's version; LabError when no engine answers within `timeout` seconds."""
     if shutil.which("docker") is None:
         raise LabError("the `docker` command is not installed: install Docker Engine first")
     try:
-        result = _quiet(["docker", "version", "--format", "{{.Server.Version}}"])
+        result = _quiet(["docker", "version", "--format", "{{.Server.Version}}"], timeout)
     except subprocess.TimeoutExpired:
         raise LabError(
-            f"the Docker engine did not answer within {ENGINE_TIMEOUT_S} s: {ENGINE_FIX}"
+            f"the Docker engine did not answer within {timeout:g} s: {ENGINE_FIX}"
         ) from None
     if result.returncode != 0 or not result.stdout.strip():
         raise LabError(f"the Docker engine is not running or not reachable: {ENGINE_FIX}")

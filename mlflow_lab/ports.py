@@ -7,7 +7,6 @@ import shutil
 import socket
 import subprocess
 
-from mlflow_lab.errors import LabError
 from mlflow_lab.settings import Settings
 
 
@@ -76,9 +75,3 @@ def port_problems(settings: Settings) -> list[str]:
             f"it, or set {name} to a free port in .env"
         )
     return problems
-
-
-def check_ports(settings: Settings) -> None:
-    problems = port_problems(settings)
-    if problems:
-        raise LabError(problems[0])

@@ -235,10 +235,10 @@ def _token(given: str, state_dir: Path) -> str:
     return token
 
 
-def load(environ: Mapping[str, str] | None = None, env_file: Path = ENV_FILE) -> Settings:
+def load(environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> Settings:
     """Read and check every setting; raise LabError naming the first bad one."""
     environ = os.environ if environ is None else environ
-    from_file = parse_env_file(env_file)
+    from_file = parse_env_file(ENV_FILE if env_file is None else env_file)
 
     def get(name: str) -> str:
         if name in environ:

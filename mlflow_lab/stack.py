@@ -9,20 +9,20 @@ from typing import Any
 
 from invoke.context import Context
 
-from mlflow_lab import course, engine, images, ports
+from mlflow_lab import course, doctor, engine, images
 from mlflow_lab.compose import SERVICES, Compose
 from mlflow_lab.errors import LabError
 from mlflow_lab.settings import Settings
 
 READY_TIMEOUT_S = 300
 PROBE_TIMEOUT_S = 3
+# What the lab guide's notebooks call; inside the Jupyter container it reaches MLflow.
+NOTEBOOK_TRACKING_URI = "http://127.0.0.1:8080"
 
 
 def preflight(settings: Settings) -> None:
-    """The checks that must pass before anything is built or started (a few seconds)."""
-    engine.engine_version()
-    engine.compose_command()
-    ports.check_ports(settings)
+    """`invoke doctor`'s checks, which must pass before anything is built or started."""
+    doctor.require(settings)
 
 
 def up(ctx: Context, settings: Settings, *, build: bool = True) -> None:
@@ -74,7 +74,7 @@ def print_ready(settings: Settings) -> None:
     print()
     print(f"MLflow      {settings.mlflow_url}")
     print(f"JupyterLab  {settings.jupyter_url_with_token}")
-    print('Notebooks use mlflow.set_tracking_uri("http://127.0.0.1:8080").')
+    print(f'Notebooks use mlflow.set_tracking_uri("{NOTEBOOK_TRACKING_URI}").')
 
 
 def down(ctx: Context, settings: Settings) -> None:

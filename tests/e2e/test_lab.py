@@ -1,0 +1,270 @@
+"""The lab material in the live stack: the bundled lab runs, course notebooks run unchanged."""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import INVOKE, PROJECT_ROOT, Lab
+from tests.helpers import free_port, wait_until
+
+WORKSPACE = "/home/student/workspace"
+BUNDLED = f"{WORKSPACE}/mlflow-tracking-lab"
+LAB_SCRIPT_TIMEOUT_S = 240  # the lab must run in 2 minutes on 2 cores; leave room for CI noise
+
+RESULTS = textwrap.dedent(
+    """
+    import json, tempfile
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri("http://127.0.0.1:8080")
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("mlflow-tracking-lab")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    newest = {}
+    for run in sorted(runs, key=lambda r: r.info.start_time):
+        newest[run.info.run_name] = run  # the latest run of each name
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags
+               and sum(c.data.tags.get("mlflow.parentRunId") == r.info.run_id for c in runs) >= 3]
+    histories = [len(client.get_metric_history(r.info.run_id, k))
+                 for r in newest.values() for k in r.data.metrics]
+    suffixes = set()
+    for run in newest.values():
+        stack = [""]
+        while stack:
+            for item in client.list_artifacts(run.info.run_id, stack.pop() or None):
+                if item.is_dir:
+                    stack.append(item.path)
+                else:
+                    suffixes.add(item.path.rsplit(".", 1)[-1])
+    custom_tags = {k for r in runs for k in r.data.tags if not k.startswith("mlflow.")}
+    flavors = {}
+    for model in mlflow.search_logged_models(experiment_ids=[exp.experiment_id],
+                                             output_format="list"):
+        loaded = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
+        flavor = loaded.metadata.flavors.keys() & {"sklearn", "pytorch"}
+        example = loaded.input_example
+        if flavor and example is not None:
+            flavors[flavor.pop()] = len(loaded.predict(example))
+    print(json.dumps({
+        "experiment_id": exp.experiment_id,
+        "artifact_location": exp.artifact_location,
+        "runs": len(runs),
+        "max_params": max(len(r.data.params) for r in runs),
+        "max_history": max(histories),
+        "suffixes": sorted(suffixes),
+        "parents": len(parents),
+        "custom_tags": sorted(custom_tags),
+        "predictions": flavors,
+    }))
+    """
+)
+
+
+def test_bundled_lab_is_in_the_workspace(lab: Lab) -> None:
+    listing = lab.python_in(
+        "jupyter", f"import os; print('\\n'.join(sorted(os.listdir('{BUNDLED}'))))"
+    ).split()
+    assert {"mlflow_tracking_lab.ipynb", "mlflow_tracking_lab.py", "README.md"} <= set(listing)
+
+
+def test_unreachable_course_repo_costs_only_a_warning(lab: Lab) -> None:
+    output = lab.up_output.stdout  # type: ignore[attr-defined]
+    warning = [line for line in output.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1
+    assert "git://127.0.0.1:9/no-such-course.git" in warning[0]
+    assert "bundled lab (mlflow-tracking-lab/)" in warning[0]
+
+
+def test_lab_script_runs_top_to_bottom_and_produces_every_part(lab: Lab) -> None:
+    for _ in range(2):  # and again: new runs, no errors
+        lab.python_in(
+            "jupyter",
+            f"import os, runpy; os.chdir('{BUNDLED}');"
+            f" runpy.run_path('{BUNDLED}/mlflow_tracking_lab.py', run_name='__main__')",
+            timeout=LAB_SCRIPT_TIMEOUT_S,
+        )
+    found = lab.json_in("jupyter", RESULTS)
+    assert found["artifact_location"] == f"mlflow-artifacts:/{found['experiment_id']}"
+    assert found["runs"] >= 12, found  # at least 6 runs per pass
+    assert found["max_params"] >= 5
+    assert found["max_history"] >= 10
+    assert {"png", "csv", "json"} <= set(found["suffixes"])
+    assert found["parents"] >= 1
+    assert found["custom_tags"], "the lab sets custom tags"
+    assert found["predictions"].keys() == {"sklearn", "pytorch"}
+    assert all(n > 0 for n in found["predictions"].values())
+
+
+def test_lab_notebook_executes_with_no_cell_error(lab: Lab) -> None:
+    lab.python_in(
+        "jupyter",
+        textwrap.dedent(
+            f"""
+            import os, nbformat
+            from nbclient import NotebookClient
+            os.chdir("{BUNDLED}")
+            nb = nbformat.read("mlflow_tracking_lab.ipynb", as_version=4)
+            NotebookClient(nb, timeout=300, kernel_name="mlops").execute()
+            errors = [o for c in nb.cells for o in c.get("outputs", [])
+                      if o.get("output_type") == "error"]
+            assert not errors, errors
+            first = "".join(o.get("text", "") for o in nb.cells[2].get("outputs", []))
+            print(first)
+            """
+        ),
+        timeout=LAB_SCRIPT_TIMEOUT_S,
+    )
+
+
+COURSE_NOTEBOOK_CALLS = textwrap.dedent(
+    """
+    # Exactly the calls course notebooks written for MLflow 3.x before 3.14 make.
+    import glob, json
+    import mlflow, numpy as np, torch
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+
+    mlflow.set_tracking_uri("http://127.0.0.1:8080")
+    exp = mlflow.set_experiment("course-notebook-compat")
+    X, y = load_iris(return_X_y=True)
+    rf = RandomForestClassifier(n_estimators=5, random_state=0).fit(X, y)
+    signature = infer_signature(X, rf.predict(X))
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(sk_model=rf, artifact_path="model",
+                                        signature=signature, input_example=X[:3])
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    xt = torch.tensor(X[:3], dtype=torch.float32)
+    with mlflow.start_run():
+        tinfo = mlflow.pytorch.log_model(pytorch_model=net, name="torch-model",
+                                         signature=infer_signature(X[:3].astype("float32"),
+                                                                   net(xt).detach().numpy()),
+                                         input_example=X[:3].astype("float32"))
+    mlflow.sklearn.autolog()
+    with mlflow.start_run() as auto_run:
+        RandomForestClassifier(n_estimators=3).fit(X, y)
+    mlflow.sklearn.autolog(disable=True)
+    auto = mlflow.get_run(auto_run.info.run_id)
+    root = "/home/student/workspace/mlflowserver-lab/mlartifacts"
+    local = f"{root}/{exp.experiment_id}/models/{info.model_id}/artifacts"
+    tlocal = f"{root}/{exp.experiment_id}/models/{tinfo.model_id}/artifacts"
+    print(json.dumps({
+        "sk": mlflow.pyfunc.load_model(local).predict(X[:3]).tolist(),
+        "sk_native": mlflow.sklearn.load_model(local).predict(X[:3]).tolist(),
+        "torch": list(mlflow.pytorch.load_model(tlocal)(xt).shape),
+        "autolog_params": len(auto.data.params),
+        "autolog_metrics": sorted(auto.data.metrics),
+    }))
+    """
+)
+
+
+def test_course_notebook_calls_run_unchanged(lab: Lab) -> None:
+    found = lab.json_in("jupyter", COURSE_NOTEBOOK_CALLS, timeout=LAB_SCRIPT_TIMEOUT_S)
+    assert found["sk"] == found["sk_native"]
+    assert len(found["sk"]) == 3
+    assert found["torch"] == [3, 3]
+    assert found["autolog_params"] >= 5
+    assert "training_accuracy_score" in found["autolog_metrics"]
+
+
+@pytest.fixture(scope="module")
+def course_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A course repository (branch dev) served by `git daemon` on loopback."""
+    root = tmp_path_factory.mktemp("git-served")
+    work = root / "course"
+    git = ["git", "-c", "user.name=Teacher", "-c", "user.email=t@example.org"]
+    subprocess.run(["git", "init", "-q", "-b", "dev", str(work)], check=True)
+    (work / "01_intro.ipynb").write_text('{"cells": []}\n', encoding="utf-8")
+    (work / "README.md").write_text("v1\n", encoding="utf-8")
+    subprocess.run([*git, "-C", str(work), "add", "-A"], check=True)
+    subprocess.run([*git, "-C", str(work), "commit", "-qm", "v1"], check=True)
+    port = free_port()
+    daemon = subprocess.Popen(
+        [
+            "git",
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            f"--base-path={root}",
+            "--listen=127.0.0.1",
+            f"--port={port}",
+            str(root),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"git://127.0.0.1:{port}/course"
+    try:
+        wait_until(
+            lambda: subprocess.run(["git", "ls-remote", url], capture_output=True).returncode == 0,
+            timeout=20,
+            interval=0.3,
+            what="git daemon answering",
+        )
+        yield url, work
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
+
+
+def test_clone_places_and_resyncs_the_course_repo_without_losing_work(
+    lab: Lab, course_repo: tuple[str, Path]
+) -> None:
+    url, work = course_repo
+    env = {**lab.env, "LAB_REPO_URL": url, "LAB_REPO_BRANCH": "dev"}
+    dest = f"{WORKSPACE}/course"
+
+    def clone() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*INVOKE, "clone"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
+
+    first = clone()
+    assert "Course repo: cloned" in first.stdout
+    # The student edits one file and deletes another; the teacher changes both and adds one.
+    lab.python_in(
+        "jupyter",
+        f"import os; open('{dest}/README.md', 'w').write('student notes\\n');"
+        f" os.remove('{dest}/01_intro.ipynb')",
+    )
+    (work / "README.md").write_text("v2\n", encoding="utf-8")
+    (work / "02_next.ipynb").write_text('{"cells": []}\n', encoding="utf-8")
+    git = ["git", "-c", "user.name=Teacher", "-c", "user.email=t@example.org", "-C", str(work)]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "v2"], check=True)
+
+    second = clone()
+    assert "Course repo: updated" in second.stdout, second.stdout
+    state = lab.json_in(
+        "jupyter",
+        f"import json, os; print(json.dumps({{'readme': open('{dest}/README.md').read(),"
+        f" 'files': sorted(os.listdir('{dest}'))}}))",
+    )
+    assert state["readme"] == "student notes\n", "the student's edit wins"
+    assert {"01_intro.ipynb", "02_next.ipynb"} <= set(state["files"])
+
+    missing = subprocess.run(
+        [*INVOKE, "clone"],
+        cwd=PROJECT_ROOT,
+        env={**env, "LAB_REPO_BRANCH": "no-such-branch"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert missing.returncode == 0, "a missing branch is a warning, not a failure"
+    assert "warning: course repo" in missing.stdout
+    assert "no-such-branch" in missing.stdout
