@@ -10,14 +10,18 @@ import json
 import shlex
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
+from mlflow_lab import bundle as bundle_module
+from mlflow_lab import doctor as doctor_module
 from mlflow_lab import images, settings, stack
 from mlflow_lab import lock as lock_module
+from mlflow_lab import verify as verify_module
 from mlflow_lab.compose import Compose
 from mlflow_lab.errors import LabError
 
@@ -106,11 +110,70 @@ def clone(c: Context) -> None:
     stack.place_material(compose, lab, first_start_only=False)
 
 
+@task(
+    help={
+        "rounds": "Rounds per measure; medians are reported (at least 3 for real figures).",
+        "smoke": "A light load (5 clients) for a quick check, e.g. in CI.",
+        "cold": "Also time a cold build from nothing (no images, no cache): ~5 minutes.",
+    }
+)
+@_one_line_errors
+def bench(c: Context, rounds: int = 3, smoke: bool = False, cold: bool = False) -> None:
+    """Benchmark the lab against a bare `mlflow server`; prints a table of figures and ratios."""
+    from mlflow_lab import bench as bench_module
+
+    print(bench_module.run(c, settings.load(), rounds=rounds, smoke=smoke, cold=cold))
+
+
 @task
 @_one_line_errors
 def lock(c: Context) -> None:
     """Re-resolve docker/constraints.txt (exact versions of both images) after a change."""
     lock_module.lock(c, settings.load())
+
+
+@task(help={"json": "Print the results as JSON for scripts."})
+@_one_line_errors
+def verify(c: Context, json_: bool = False) -> None:
+    """Check the running lab the way students use it (about 10 s); it leaves no trace.
+
+    MLflow's API through the notebooks' address, a run with an artifact logged and read
+    back, the UI, Jupyter and its kernel, the artifact store, the lab material, the
+    ports. Exit code 0 only when every check passes.
+    """
+    verify_module.show(c, settings.load(), as_json=json_)
+
+
+@task(help={"json": "Print the results as JSON for scripts."})
+@_one_line_errors
+def doctor(c: Context, json_: bool = False) -> None:
+    """Check this machine's prerequisites (engine, compose, ports, disk, memory...).
+
+    `invoke up` runs the same checks first. Exit code 0 only when every check passes.
+    """
+    doctor_module.show(doctor_module.run(settings.load()), as_json=json_, command="invoke doctor")
+
+
+@task(help={"output": "The file to write, e.g. mlflow-lab.bundle (replaced when it exists)."})
+@_one_line_errors
+def bundle(c: Context, output: str) -> None:
+    """Write one file with all `invoke up` needs offline: images, lab material, manifest.
+
+    Builds the images first when they are out of date and fetches the course repo
+    when the network allows. On each classroom machine: `invoke load FILE`, then `up`.
+    """
+    bundle_module.create(c, settings.load(), Path(output))
+
+
+@task(help={"file": "The bundle written by `invoke bundle`."})
+@_one_line_errors
+def load(c: Context, file: str) -> None:
+    """Check a bundle's every checksum, then load its images and course repo.
+
+    A damaged bundle changes nothing. Afterwards `invoke up` needs no network and
+    builds nothing.
+    """
+    bundle_module.load(settings.load(), Path(file))
 
 
 @task(

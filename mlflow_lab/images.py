@@ -62,6 +62,12 @@ def image_label(image: str, label: str = INPUTS_LABEL) -> str | None:
     return "" if value == "<no value>" else value
 
 
+def image_id(image: str) -> str | None:
+    """The image's ID (sha256:...), None when the image is absent."""
+    result = _docker("image", "inspect", "--format", "{{.Id}}", image)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
 def stale_images(compose: Compose) -> list[str]:
     """Services whose image is missing or was built from other inputs than the tree's."""
     return [
@@ -127,9 +133,11 @@ def ensure_base_image(ctx: Context, settings: Settings) -> str:
         return tag
     _ensure_mmdebstrap(ctx)
     print(f"Building {tag} from Debian packages (about 30 s)...")
-    result = ctx.run(f"sh {BASE_RECIPE} {tag}", hide="stdout", warn=True)
+    mirror_env = {"LAB_DEBIAN_MIRROR": settings.debian_mirror} if settings.debian_mirror else {}
+    result = ctx.run(f"sh {BASE_RECIPE} {tag}", hide="stdout", warn=True, env=mirror_env)
     if result is None or result.failed:
-        tail = (result.stderr.strip().splitlines() or ["no output"])[-1] if result else ""
+        lines = result.stderr.strip().splitlines() if result is not None else []
+        tail = lines[-1] if lines else "no output"
         raise LabError(
             f"building the local base image failed ({tail}): check that the Debian mirror "
             "(LAB_DEBIAN_MIRROR) is reachable and the disk has space"
@@ -174,7 +182,9 @@ def prepare_build_context(settings: Settings) -> dict[str, str]:
     return build_env
 
 
-def build(ctx: Context, settings: Settings, services: list[str] | None = None) -> None:
+def build(
+    ctx: Context, settings: Settings, services: list[str] | None = None, *, no_cache: bool = False
+) -> None:
     """Build the images (both by default); the MLflow image first, Jupyter builds on it."""
     todo = services or ["mlflow", "jupyter"]
     base = ensure_base_image(ctx, settings)
@@ -183,4 +193,4 @@ def build(ctx: Context, settings: Settings, services: list[str] | None = None) -
     for service in ("mlflow", "jupyter"):
         if service in todo:
             print(f"Building the {service} image (base: {base})...")
-            compose.run(f"build {service}")
+            compose.run(f"build {'--no-cache ' if no_cache else ''}{service}")

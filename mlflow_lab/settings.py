@@ -65,6 +65,10 @@ SETTINGS: tuple[Setting, ...] = (
         "auto",
     ),
     Setting(
+        "LAB_DEBIAN_MIRROR",
+        "Debian mirror for the local base image; empty means deb.debian.org.",
+    ),
+    Setting(
         "LAB_WHEELS_DIR",
         "Folder with a CPU PyTorch wheel to use instead of a download; empty means "
         "PIP_FIND_LINKS when it is a folder.",
@@ -169,6 +173,7 @@ class Settings:
     repo_branch: str
     ca_bundle: Path | None
     base_image: str
+    debian_mirror: str
     wheels_dir: Path | None
     state_dir: Path
     image_tag: str
@@ -292,6 +297,7 @@ def load(environ: Mapping[str, str] | None = None, env_file: Path | None = None)
         repo_branch=get("LAB_REPO_BRANCH"),
         ca_bundle=ca_bundle,
         base_image=get("LAB_BASE_IMAGE") or "auto",
+        debian_mirror=get("LAB_DEBIAN_MIRROR"),
         wheels_dir=wheels_dir,
         state_dir=state_dir,
         image_tag=get("LAB_IMAGE_TAG"),
