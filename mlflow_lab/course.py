@@ -67,12 +67,32 @@ def _has_branch(cache: Path, branch: str) -> bool:
     )
 
 
+def cache_path(settings: Settings) -> Path:
+    """The host cache of the course repo LAB_REPO_URL names."""
+    # Keyed by URL as well as name: pointing LAB_REPO_URL elsewhere starts a new cache.
+    key = hashlib.sha256(settings.repo_url.encode()).hexdigest()[:10]
+    return settings.course_cache_dir / f"{repo_name(settings.repo_url)}-{key}.git"
+
+
+def bundle_marker(cache: Path) -> Path:
+    """Left by `invoke load` beside a cache it placed: the next placement skips the fetch."""
+    return cache.with_name(cache.name + ".from-bundle")
+
+
+def branch_commit(cache: Path, branch: str) -> str | None:
+    """The commit the cache has for `branch`; None when it has none."""
+    if not (cache / "HEAD").exists():
+        return None
+    result = _git(
+        ["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}"], cwd=cache
+    )
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
 def fetch_course_repo(settings: Settings) -> Fetched:
     """Fetch the course branch into the host cache; never raises for network trouble."""
     url, branch = settings.repo_url, settings.repo_branch
-    # Keyed by URL as well as name: pointing LAB_REPO_URL elsewhere starts a new cache.
-    key = hashlib.sha256(url.encode()).hexdigest()[:10]
-    cache = settings.course_cache_dir / f"{repo_name(url)}-{key}.git"
+    cache = cache_path(settings)
     cached = _has_branch(cache, branch)
     fallback = (
         f"the workspace keeps the last fetched copy ({repo_name(url)}/) and the bundled lab "
@@ -135,7 +155,12 @@ def place_bundled_lab(compose: Compose) -> str:
 
 def place_course_repo(compose: Compose, settings: Settings) -> list[str]:
     """Fetch and place the course repo; the lines to show (warnings start with 'warning:')."""
-    fetched = fetch_course_repo(settings)
+    cache = cache_path(settings)
+    marker = bundle_marker(cache)
+    # Right after `invoke load` the cache is as fresh as the bundle, and the machine may
+    # well be offline: a fetch would only cost a timeout and a warning.
+    from_bundle = marker.is_file() and _has_branch(cache, settings.repo_branch)
+    fetched = Fetched(cache, None) if from_bundle else fetch_course_repo(settings)
     lines = [f"warning: {fetched.warning}"] if fetched.warning else []
     if fetched.cache is not None:
         name = repo_name(settings.repo_url)
@@ -147,4 +172,8 @@ def place_course_repo(compose: Compose, settings: Settings) -> list[str]:
                 f"{WORKSPACE}/{name}",
             )
         )
+    if from_bundle:
+        # Once only: from now on `invoke clone` fetches updates as usual.
+        marker.unlink()
+        lines.append("as bundled, not fetched; `invoke clone` fetches updates when online")
     return lines
