@@ -17,6 +17,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
+from mlflow_lab import backup as lab_backup
 from mlflow_lab import bundle as bundle_module
 from mlflow_lab import doctor as doctor_module
 from mlflow_lab import images, settings, stack
@@ -194,6 +195,25 @@ def screenshots(c: Context, out: str = "", run_lab: bool = False) -> None:
     folder = Path(out) if out else screenshots_module.DOCS_DIR
     for path in screenshots_module.take(c, lab, folder, run_lab=run_lab):
         print(f"wrote {path}")
+
+
+@task(help={"output": "The backup file to write (a .tar.gz); an existing file is replaced."})
+@_one_line_errors
+def backup(c: Context, output: str = "") -> None:
+    """Snapshot the running lab's runs, artifacts and notebooks into one file."""
+    if not output:
+        raise LabError("say where the backup goes: `invoke backup --output FILE`")
+    lab_backup.backup(c, settings.load(), Path(output))
+
+
+@task(
+    help={"file": "The backup file written by `invoke backup`.", "yes": "Do not ask first."},
+    positional=["file"],
+)
+@_one_line_errors
+def restore(c: Context, file: str, yes: bool = False) -> None:
+    """Replace the lab's runs, artifacts and notebooks with a backup's; asks first."""
+    lab_backup.restore(c, settings.load(), Path(file), yes=yes)
 
 
 @task(

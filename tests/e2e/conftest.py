@@ -13,6 +13,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 from testcontainers.compose import DockerCompose
 
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_until
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 INVOKE = [sys.executable, "-m", "invoke"]
@@ -153,6 +154,56 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Generator[Lab, None, None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextmanager
+def served_course_repo(root: Path, name: str) -> Iterator[tuple[str, Path]]:
+    """A course repository `name` (branch dev, one commit) served by `git daemon` on loopback.
+
+    GitHub is out of reach in tests; this stands in for LAB_REPO_URL. Yields the URL and
+    the working copy, where a test can commit the teacher's next changes.
+    """
+    work = root / name
+    git = ["git", "-c", "user.name=Teacher", "-c", "user.email=t@example.org"]
+    subprocess.run(["git", "init", "-q", "-b", "dev", str(work)], check=True)
+    (work / "01_intro.ipynb").write_text('{"cells": []}\n', encoding="utf-8")
+    (work / "README.md").write_text("v1\n", encoding="utf-8")
+    subprocess.run([*git, "-C", str(work), "add", "-A"], check=True)
+    subprocess.run([*git, "-C", str(work), "commit", "-qm", "v1"], check=True)
+    port = free_port()
+    daemon = subprocess.Popen(
+        [
+            "git",
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            f"--base-path={root}",
+            "--listen=127.0.0.1",
+            f"--port={port}",
+            str(root),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"git://127.0.0.1:{port}/{name}"
+    try:
+        wait_until(
+            lambda: subprocess.run(["git", "ls-remote", url], capture_output=True).returncode == 0,
+            timeout=20,
+            interval=0.3,
+            what="git daemon answering",
+        )
+        yield url, work
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def course_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A course repository named `course` (branch dev) served by `git daemon` on loopback."""
+    with served_course_repo(tmp_path_factory.mktemp("git-served"), "course") as served:
+        yield served
 
 
 @pytest.hookimpl(hookwrapper=True)

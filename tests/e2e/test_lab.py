@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from tests.e2e.conftest import INVOKE, PROJECT_ROOT, Lab
-from tests.helpers import free_port, wait_until
 
 WORKSPACE = "/home/student/workspace"
 BUNDLED = f"{WORKSPACE}/mlflow-tracking-lab"
@@ -172,46 +168,6 @@ def test_course_notebook_calls_run_unchanged(lab: Lab) -> None:
     assert found["torch"] == [3, 3]
     assert found["autolog_params"] >= 5
     assert "training_accuracy_score" in found["autolog_metrics"]
-
-
-@pytest.fixture(scope="module")
-def course_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """A course repository (branch dev) served by `git daemon` on loopback."""
-    root = tmp_path_factory.mktemp("git-served")
-    work = root / "course"
-    git = ["git", "-c", "user.name=Teacher", "-c", "user.email=t@example.org"]
-    subprocess.run(["git", "init", "-q", "-b", "dev", str(work)], check=True)
-    (work / "01_intro.ipynb").write_text('{"cells": []}\n', encoding="utf-8")
-    (work / "README.md").write_text("v1\n", encoding="utf-8")
-    subprocess.run([*git, "-C", str(work), "add", "-A"], check=True)
-    subprocess.run([*git, "-C", str(work), "commit", "-qm", "v1"], check=True)
-    port = free_port()
-    daemon = subprocess.Popen(
-        [
-            "git",
-            "daemon",
-            "--reuseaddr",
-            "--export-all",
-            f"--base-path={root}",
-            "--listen=127.0.0.1",
-            f"--port={port}",
-            str(root),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"git://127.0.0.1:{port}/course"
-    try:
-        wait_until(
-            lambda: subprocess.run(["git", "ls-remote", url], capture_output=True).returncode == 0,
-            timeout=20,
-            interval=0.3,
-            what="git daemon answering",
-        )
-        yield url, work
-    finally:
-        daemon.terminate()
-        daemon.wait(timeout=10)
 
 
 def test_clone_places_and_resyncs_the_course_repo_without_losing_work(

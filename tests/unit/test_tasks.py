@@ -47,7 +47,8 @@ def test_invoke_list_reads_like_a_manual() -> None:
     from invoke.collection import Collection
 
     collection = Collection.from_module(tasks)
-    for name in ("build", "up", "down", "destroy", "status", "logs", "clone", "test"):
+    names = ("build", "up", "down", "destroy", "status", "logs", "clone", "screenshots", "test")
+    for name in names:
         task = collection[name]
         assert task.__doc__ and task.__doc__.strip(), name
         params = [p for p in task.get_arguments() if p.name not in ("c",)]
