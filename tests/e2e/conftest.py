@@ -37,6 +37,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
+def run_invoke(
+    env: dict[str, str],
+    *args: str,
+    check: bool = True,
+    timeout: float = 600,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `invoke ARGS` in the project as a user would; fail with its output if asked."""
+    result = subprocess.run(
+        [*INVOKE, *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"invoke {' '.join(args)} exited {result.returncode}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
+    return result
+
+
 @dataclass
 class Lab:
     env: dict[str, str]
@@ -58,22 +84,7 @@ class Lab:
     def invoke(
         self, *args: str, check: bool = True, timeout: float = 600, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [*INVOKE, *args],
-            cwd=PROJECT_ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            input=stdin,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"invoke {' '.join(args)} exited {result.returncode}\n"
-                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-            )
-        return result
+        return run_invoke(self.env, *args, check=check, timeout=timeout, stdin=stdin)
 
     def container(self, service: str) -> str:
         return self.compose.get_container(service).Name or ""

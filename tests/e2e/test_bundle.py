@@ -20,7 +20,7 @@ import pytest
 
 from mlflow_lab import bundle, course, images, settings
 from mlflow_lab.compose import SERVICES
-from tests.e2e.conftest import INVOKE, PROJECT_ROOT, UP_TIMEOUT_S, lab_env
+from tests.e2e.conftest import UP_TIMEOUT_S, lab_env, run_invoke
 from tests.helpers import free_port, wait_until
 
 TAG = f"bundletest-{os.getpid()}"
@@ -33,21 +33,7 @@ PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 def invoke(
     env: dict[str, str], *args: str, timeout: float = STEP_TIMEOUT_S, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [*INVOKE, *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"invoke {' '.join(args)} exited {result.returncode}\n"
-            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-        )
-    return result
+    return run_invoke(env, *args, timeout=timeout, check=check)
 
 
 def docker(*args: str, check: bool = True, stdin: str | None = None) -> str:
