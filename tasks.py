@@ -109,7 +109,7 @@ def clone(c: Context) -> None:
     compose = Compose(c, lab)
     if compose.services().get("jupyter", {}).get("state") != "running":
         raise LabError("the lab is not running: start it with `invoke up`")
-    stack.place_material(compose, lab, first_start_only=False)
+    stack.place_material(compose, lab)
 
 
 @task(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from invoke.context import Context
 
-from mlflow_lab import course, engine, stack
+from mlflow_lab import course, engine, stack, startup
 from mlflow_lab.compose import Compose
 from mlflow_lab.errors import LabError
 from mlflow_lab.settings import Settings
@@ -330,12 +330,13 @@ def restore(ctx: Context, settings: Settings, archive: Path, *, yes: bool) -> No
                 f"{exc}; the lab is stopped and only partly restored: fix that, then run "
                 f"`invoke restore --yes {archive}` again"
             ) from None
-    started = compose.run(f"up --detach --wait --wait-timeout {stack.READY_TIMEOUT_S}", warn=True)
-    if started.failed:
+    try:
+        startup.wait_ready(compose, startup.start(compose))
+    except LabError as exc:
         compose.run("stop", hide=True, warn=True)
         raise LabError(
-            "the lab did not come back after the restore: see `invoke logs`; the data is "
-            "restored, `invoke up` starts it"
-        )
+            f"the lab did not come back after the restore ({exc}): see `invoke logs`; the "
+            "data is restored, `invoke up` starts it"
+        ) from None
     print(f"Restored the backup of {manifest.get('created')}.")
     stack.print_ready(settings)

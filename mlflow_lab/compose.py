@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 
@@ -53,6 +54,39 @@ class Compose:
             }
         return found
 
+    def container_ids(self) -> dict[str, str]:
+        """Container ID of each service (this project's, no one-off runs).
+
+        Asks the engine directly: a `compose ps` costs compose's start-up, and this is on
+        the path of every `invoke up`.
+        """
+        fmt = '{{.Label "com.docker.compose.service"}} {{.ID}}'
+        result = self.ctx.run(
+            "docker ps --all --no-trunc"
+            f" --filter label=com.docker.compose.project={self.settings.project}"
+            " --filter label=com.docker.compose.oneoff=False"
+            f" --format {shlex.quote(fmt)}",
+            hide=True,
+            warn=True,
+        )
+        found: dict[str, str] = {}
+        for line in (result.stdout if result is not None and result.ok else "").splitlines():
+            service, _, container = line.strip().partition(" ")
+            if service in SERVICES and container:
+                found[service] = container
+        return found
+
+    def exec(self, service: str, command: str) -> Result:
+        """Run a shell-quoted command in the service's running container, output captured."""
+        container = self.container_ids().get(service)
+        if container is None:
+            raise LabError(
+                f"the {service} container does not exist: start the lab with `invoke up`"
+            )
+        result = self.ctx.run(f"docker exec {container} {command}", hide=True, warn=True)
+        assert result is not None  # invoke returns None only for disown=True
+        return result
+
     def image(self, service: str) -> str:
         return f"mlflow-lab/{service}:{self.settings.image_tag}"
 
@@ -68,15 +102,31 @@ def _json_items(text: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def _failure_line(args: str, result: Result) -> str:
-    output = f"{result.stderr}\n{result.stdout}"
-    if "no space left on device" in output.lower():
-        return (
-            "the disk is full: free space (e.g. `docker system prune`) and run the "
-            "command again; no lab data was touched"
-        )
-    last = next(
-        (line.strip() for line in reversed(output.splitlines()) if line.strip()),
-        f"exit code {result.exited}",
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def says_disk_full(result: Result) -> bool:
+    return "no space left on device" in f"{result.stderr}\n{result.stdout}".lower()
+
+
+def disk_full_line(detail: str = "") -> str:
+    return (
+        f"the disk is full{detail}: free space (e.g. `docker system prune`) and run the "
+        "command again; no lab data was touched"
     )
-    return f"`docker compose {args.split()[0]}` failed: {last}"
+
+
+def last_line(result: Result) -> str:
+    """The last line that says something, from the errors first (progress colours removed)."""
+    for stream in (result.stderr, result.stdout):
+        lines = [line.strip() for line in ANSI_ESCAPE.sub("", stream or "").splitlines()]
+        said = [line for line in lines if line]
+        if said:
+            return said[-1]
+    return f"exit code {result.exited}"
+
+
+def _failure_line(args: str, result: Result) -> str:
+    if says_disk_full(result):
+        return disk_full_line()
+    return f"`docker compose {args.split()[0]}` failed: {last_line(result)}"

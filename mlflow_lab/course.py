@@ -132,9 +132,7 @@ def fetch_course_repo(settings: Settings) -> Fetched:
 
 def _sync_in_container(compose: Compose, source: str, branch: str, dest: str) -> str:
     args = [SYNC_SCRIPT, "--source", source, "--branch", branch, "--dest", dest]
-    result = compose.run(
-        "exec -T jupyter python3 " + " ".join(shlex.quote(a) for a in args), hide=True, warn=True
-    )
+    result = compose.exec("jupyter", "python3 " + " ".join(shlex.quote(a) for a in args))
     text = (result.stdout or result.stderr).strip()
     line = text.splitlines()[-1] if text else f"exit code {result.exited}"
     if result.failed:
@@ -143,9 +141,7 @@ def _sync_in_container(compose: Compose, source: str, branch: str, dest: str) ->
 
 
 def workspace_has(compose: Compose, name: str) -> bool:
-    result = compose.run(
-        f"exec -T jupyter test -e {shlex.quote(f'{WORKSPACE}/{name}')}", hide=True, warn=True
-    )
+    result = compose.exec("jupyter", f"test -e {shlex.quote(f'{WORKSPACE}/{name}')}")
     return result.ok
 
 

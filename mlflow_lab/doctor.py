@@ -12,9 +12,9 @@ import json
 import os
 import platform
 import re
-import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -152,14 +152,7 @@ def check_ports(settings: Settings) -> CheckResult:
 
 
 def check_disk(info: dict[str, Any] | None, to_build: list[str]) -> CheckResult:
-    root = str(info.get("DockerRootDir") or "") if info else ""
-    # Docker Desktop's data folder lives in its VM, not on this file system.
-    where = root if root and Path(root).exists() else "/"
-    try:
-        free = shutil.disk_usage(where).free
-    except OSError:
-        where = "/"
-        free = shutil.disk_usage(where).free
+    where, free = engine.free_space(str(info.get("DockerRootDir") or "") if info else "")
     needed = BUILD_DISK_GIB if to_build else RUN_DISK_GIB
     purpose = f"to build the {' and '.join(to_build)} image" if to_build else "for the lab's data"
     found = f"{free / GIB:.1f} GiB free on {where}"
@@ -248,13 +241,24 @@ def check_ca(settings: Settings) -> CheckResult:
 def run(settings: Settings) -> list[CheckResult]:
     """Every check, in the order they are shown."""
     engine_check = check_engine()
-    # Without an engine, the Docker questions would only wait for timeouts.
-    info = _docker_info() if engine_check.ok else None
-    to_build = _images_to_build(settings) if engine_check.ok else ["mlflow", "jupyter"]
+    if not engine_check.ok:
+        # Without an engine, the Docker questions would only wait for timeouts.
+        info: dict[str, Any] | None = None
+        to_build = ["mlflow", "jupyter"]
+        compose_check, ports_check = check_compose(), check_ports(settings)
+    else:
+        # Each of these waits on its own docker command: `up` starts sooner asking at once.
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            info_f = pool.submit(_docker_info)
+            to_build_f = pool.submit(_images_to_build, settings)
+            compose_f = pool.submit(check_compose)
+            ports_f = pool.submit(check_ports, settings)
+            info, to_build = info_f.result(), to_build_f.result()
+            compose_check, ports_check = compose_f.result(), ports_f.result()
     return [
         engine_check,
-        check_compose(),
-        check_ports(settings),
+        compose_check,
+        ports_check,
         check_disk(info, to_build),
         check_memory(settings, info),
         check_architecture(info),

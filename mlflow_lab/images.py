@@ -8,9 +8,10 @@ import shutil
 import subprocess
 
 from invoke.context import Context
+from invoke.runners import Result
 
 from mlflow_lab import PROJECT_ROOT, engine, versions
-from mlflow_lab.compose import Compose
+from mlflow_lab.compose import Compose, disk_full_line, last_line, says_disk_full
 from mlflow_lab.errors import LabError
 from mlflow_lab.settings import Settings
 
@@ -19,6 +20,8 @@ BASE_RECIPE = PROJECT_ROOT / "docker" / "base" / "build.sh"
 LOCAL_BASE_REPO = "mlflow-lab/base"
 PULL_TIMEOUT_S = 120
 INPUTS_LABEL = "org.mlflow-lab.inputs"
+# A failed build with less than this free where the engine keeps its data ran out of room.
+LOW_DISK_BYTES = 1024**3
 
 # What each image is built from; a change to any of these makes `up` rebuild it.
 IMAGE_INPUTS: dict[str, tuple[str, ...]] = {
@@ -182,6 +185,18 @@ def prepare_build_context(settings: Settings) -> dict[str, str]:
     return build_env
 
 
+def _build_failure(service: str, result: Result) -> str:
+    # A build step that runs out of space does not always say so (pip's and venv's
+    # errors can hide it), so the engine's disk is looked at too.
+    where, free = engine.free_space(engine.docker_root())
+    if says_disk_full(result) or free < LOW_DISK_BYTES:
+        return disk_full_line(f" ({free / 1024**3:.1f} GiB free on {where})")
+    return (
+        f"building the {service} image failed: {last_line(result)}: see the output above, "
+        "fix it, then run the command again"
+    )
+
+
 def build(
     ctx: Context, settings: Settings, services: list[str] | None = None, *, no_cache: bool = False
 ) -> None:
@@ -193,4 +208,6 @@ def build(
     for service in ("mlflow", "jupyter"):
         if service in todo:
             print(f"Building the {service} image (base: {base})...")
-            compose.run(f"build {'--no-cache ' if no_cache else ''}{service}")
+            result = compose.run(f"build {'--no-cache ' if no_cache else ''}{service}", warn=True)
+            if result.failed:
+                raise LabError(_build_failure(service, result))

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import sys
-import urllib.error
-import urllib.request
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from invoke.context import Context
 
-from mlflow_lab import course, doctor, engine, images
+from mlflow_lab import course, doctor, engine, images, startup
 from mlflow_lab.compose import SERVICES, Compose
 from mlflow_lab.errors import LabError
 from mlflow_lab.settings import Settings
 
-READY_TIMEOUT_S = 300
-PROBE_TIMEOUT_S = 3
 # What the lab guide's notebooks call; inside the Jupyter container it reaches MLflow.
 NOTEBOOK_TRACKING_URI = "http://127.0.0.1:8080"
 
@@ -37,37 +34,58 @@ def up(ctx: Context, settings: Settings, *, build: bool = True) -> None:
         images.build(ctx, settings, stale)
     # Docker would create the bind-mount source as root if it were missing.
     settings.course_cache_dir.mkdir(parents=True, exist_ok=True)
-    started = compose.run(f"up --detach --wait --wait-timeout {READY_TIMEOUT_S}", warn=True)
-    if started.failed:
-        detail = _not_ready_detail(compose)
-        # No half-started stack: stop what came up; volumes (the students' data) stay.
-        compose.run("stop", hide=True, warn=True)
-        raise LabError(f"{detail}: see `invoke logs`, fix it, then `invoke up` again")
-    place_material(compose, settings, first_start_only=True)
+    bundled, has_course = _start_with_bundled_lab(compose, course.repo_name(settings.repo_url))
+    print(bundled)
+    # The course repo (network) waits until the lab is known to be up, and comes once:
+    # later updates are `invoke clone`'s.
+    for line in [] if has_course else course_lines(compose, settings):
+        print(line)
     print_ready(settings)
 
 
-def place_material(compose: Compose, settings: Settings, *, first_start_only: bool) -> None:
-    """Bundled lab always; the course repo on first start (or always, for `clone`)."""
-    print(f"Bundled lab: {course.place_bundled_lab(compose)}")
-    name = course.repo_name(settings.repo_url)
-    if first_start_only and course.workspace_has(compose, name):
-        return
-    for line in course.place_course_repo(compose, settings):
-        print(line if line.startswith("warning:") else f"Course repo: {line}")
+def _start_with_bundled_lab(compose: Compose, course_name: str) -> tuple[str, bool]:
+    """Start the lab; the bundled lab's line, and whether the course repo is in place.
+
+    The bundled lab goes into the workspace as soon as Jupyter answers, while MLflow
+    (the slower one to start) is still loading.
+    """
+
+    def local_placement() -> tuple[str, bool]:
+        return bundled_lab_line(compose), course.workspace_has(compose, course_name)
+
+    placing: list[Future[tuple[str, bool]]] = []
+    try:
+        ids = startup.start(compose)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+
+            def on_answer(service: str) -> None:
+                if service == "jupyter":
+                    placing.append(pool.submit(local_placement))
+
+            startup.wait_ready(compose, ids, on_answer)
+    except startup.NotReady as exc:
+        # No half-started stack: stop what came up; volumes (the students' data) stay.
+        compose.run("stop", hide=True, warn=True)
+        raise LabError(f"{exc}: see `invoke logs`, fix it, then `invoke up` again") from None
+    return placing[0].result()
 
 
-def _not_ready_detail(compose: Compose) -> str:
-    states = compose.services()
-    for service in SERVICES:
-        info = states.get(service)
-        if info is None:
-            return f"the {service} container was not created"
-        if info["state"] != "running":
-            return f"the {service} container is {info['state']}"
-        if info["health"] not in ("", "healthy"):
-            return f"the {service} service is {info['health']} after {READY_TIMEOUT_S} s"
-    return "the stack did not become ready"
+def bundled_lab_line(compose: Compose) -> str:
+    return f"Bundled lab: {course.place_bundled_lab(compose)}"
+
+
+def course_lines(compose: Compose, settings: Settings) -> list[str]:
+    """What placing the course repo did; warnings start with 'warning:'."""
+    return [
+        line if line.startswith("warning:") else f"Course repo: {line}"
+        for line in course.place_course_repo(compose, settings)
+    ]
+
+
+def place_material(compose: Compose, settings: Settings) -> None:
+    """Bundled lab and course repo, fetched again (`invoke clone`)."""
+    for line in [bundled_lab_line(compose), *course_lines(compose, settings)]:
+        print(line)
 
 
 def print_ready(settings: Settings) -> None:
@@ -105,22 +123,12 @@ def destroy(ctx: Context, settings: Settings, *, yes: bool) -> None:
     print("The lab's containers and volumes are deleted; the images are kept.")
 
 
-def _probe(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def status(ctx: Context, settings: Settings) -> dict[str, Any]:
     """Each service's URL, container state, health, and whether it really answers."""
     engine.engine_version()
-    states = Compose(ctx, settings).services()
-    probes = {
-        "mlflow": f"{settings.mlflow_url}/health",
-        "jupyter": f"{settings.jupyter_url}/api/status?token={settings.jupyter_token}",
-    }
+    compose = Compose(ctx, settings)
+    states = compose.services()
+    probes = startup.probe_urls(compose)
     report: dict[str, Any] = {"project": settings.project, "services": {}}
     for service in SERVICES:
         info = states.get(service, {})
@@ -128,7 +136,7 @@ def status(ctx: Context, settings: Settings) -> dict[str, Any]:
             "url": settings.mlflow_url if service == "mlflow" else settings.jupyter_url,
             "state": info.get("state") or "absent",
             "health": info.get("health") or "unknown",
-            "responding": info.get("state") == "running" and _probe(probes[service]),
+            "responding": info.get("state") == "running" and startup.answers(probes[service]),
         }
         if service == "jupyter":
             entry["token"] = settings.jupyter_token

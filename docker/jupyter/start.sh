@@ -10,4 +10,5 @@ upstream=${LAB_MLFLOW_UPSTREAM:-mlflow:8080}
     sleep 1
   done
 ) &
-exec jupyter lab
+# jupyter-lab itself: the `jupyter` launcher would only start Python once more to run it.
+exec jupyter-lab

@@ -167,20 +167,42 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Generator[Lab, None, None]:
                 os.environ[name] = value
 
 
-@contextmanager
-def served_course_repo(root: Path, name: str) -> Iterator[tuple[str, Path]]:
-    """A course repository `name` (branch dev, one commit) served by `git daemon` on loopback.
+@dataclass
+class CourseServer:
+    """A course repository (branch dev, one commit) served by `git daemon` on loopback."""
 
-    GitHub is out of reach in tests; this stands in for LAB_REPO_URL. Yields the URL and
-    the working copy, where a test can commit the teacher's next changes.
+    url: str
+    work: Path  # the teacher's working copy, where a test can commit the next changes
+    commit: str
+    daemon: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        """From now on the URL leads nowhere."""
+        if self.daemon.poll() is None:
+            self.daemon.terminate()
+            self.daemon.wait(timeout=10)
+
+
+@contextmanager
+def served_course_repo(root: Path, name: str) -> Iterator[CourseServer]:
+    """A course repository `name` served by `git daemon` on loopback, stopped afterwards.
+
+    GitHub is out of reach in tests; this stands in for LAB_REPO_URL.
     """
     work = root / name
     git = ["git", "-c", "user.name=Teacher", "-c", "user.email=t@example.org"]
-    subprocess.run(["git", "init", "-q", "-b", "dev", str(work)], check=True)
+    subprocess.run(["git", "init", "-q", "-b", "dev", str(work)], check=True, timeout=30)
     (work / "01_intro.ipynb").write_text('{"cells": []}\n', encoding="utf-8")
     (work / "README.md").write_text("v1\n", encoding="utf-8")
-    subprocess.run([*git, "-C", str(work), "add", "-A"], check=True)
-    subprocess.run([*git, "-C", str(work), "commit", "-qm", "v1"], check=True)
+    subprocess.run([*git, "-C", str(work), "add", "-A"], check=True, timeout=30)
+    subprocess.run([*git, "-C", str(work), "commit", "-qm", "v1"], check=True, timeout=30)
+    commit = subprocess.run(
+        ["git", "-C", str(work), "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.strip()
     port = free_port()
     daemon = subprocess.Popen(
         [
@@ -196,25 +218,29 @@ def served_course_repo(root: Path, name: str) -> Iterator[tuple[str, Path]]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    url = f"git://127.0.0.1:{port}/{name}"
+    server = CourseServer(f"git://127.0.0.1:{port}/{name}", work, commit, daemon)
     try:
         wait_until(
-            lambda: subprocess.run(["git", "ls-remote", url], capture_output=True).returncode == 0,
+            lambda: (
+                subprocess.run(
+                    ["git", "ls-remote", server.url], capture_output=True, timeout=10
+                ).returncode
+                == 0
+            ),
             timeout=20,
             interval=0.3,
             what="git daemon answering",
         )
-        yield url, work
+        yield server
     finally:
-        daemon.terminate()
-        daemon.wait(timeout=10)
+        server.stop()
 
 
 @pytest.fixture(scope="module")
 def course_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A course repository named `course` (branch dev) served by `git daemon` on loopback."""
     with served_course_repo(tmp_path_factory.mktemp("git-served"), "course") as served:
-        yield served
+        yield served.url, served.work
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -47,7 +47,8 @@ def lab_runs(lab: Lab) -> ui.LabRuns:
 @pytest.fixture(scope="module")
 def course_in_workspace(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The course repository placed in the workspace by `invoke clone`, as in class."""
-    with served_course_repo(tmp_path_factory.mktemp("browser-course"), COURSE_REPO) as (url, _):
+    with served_course_repo(tmp_path_factory.mktemp("browser-course"), COURSE_REPO) as server:
+        url = server.url
         subprocess.run(
             [*INVOKE, "clone"],
             cwd=PROJECT_ROOT,

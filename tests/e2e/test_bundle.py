@@ -20,8 +20,8 @@ import pytest
 
 from mlflow_lab import bundle, course, images, settings
 from mlflow_lab.compose import SERVICES
-from tests.e2e.conftest import UP_TIMEOUT_S, lab_env, run_invoke
-from tests.helpers import free_port, wait_until
+from tests.e2e.conftest import UP_TIMEOUT_S, lab_env, run_invoke, served_course_repo
+from tests.helpers import free_port
 
 TAG = f"bundletest-{os.getpid()}"
 TEST_LABEL = "org.mlflow-lab.bundle-test"
@@ -59,58 +59,6 @@ def tree(root: Path) -> list[tuple[str, int]]:
     return sorted((str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*"))
 
 
-class GitDaemon:
-    """A course repository (branch dev) served by `git daemon` on loopback."""
-
-    def __init__(self, root: Path):
-        work = root / "course"
-        git = ["git", "-c", "user.name=Teacher", "-c", "user.email=t@example.org"]
-        subprocess.run(["git", "init", "-q", "-b", "dev", str(work)], check=True, timeout=30)
-        (work / "01_intro.ipynb").write_text('{"cells": []}\n', encoding="utf-8")
-        (work / "README.md").write_text("course v1\n", encoding="utf-8")
-        subprocess.run([*git, "-C", str(work), "add", "-A"], check=True, timeout=30)
-        subprocess.run([*git, "-C", str(work), "commit", "-qm", "v1"], check=True, timeout=30)
-        self.commit = subprocess.run(
-            ["git", "-C", str(work), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout.strip()
-        port = free_port()
-        self.url = f"git://127.0.0.1:{port}/course"
-        self.process = subprocess.Popen(
-            [
-                "git",
-                "daemon",
-                "--reuseaddr",
-                "--export-all",
-                f"--base-path={root}",
-                "--listen=127.0.0.1",
-                f"--port={port}",
-                str(root),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(
-            lambda: (
-                subprocess.run(
-                    ["git", "ls-remote", self.url], capture_output=True, timeout=10
-                ).returncode
-                == 0
-            ),
-            timeout=20,
-            interval=0.3,
-            what="git daemon answering",
-        )
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-
-
 @dataclass
 class Bundled:
     env: dict[str, str]
@@ -139,48 +87,47 @@ def bundled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bundled]:
     state_dir = tmp_path_factory.mktemp("bundle-state")
     work = tmp_path_factory.mktemp("bundle-work")
     git_root = tmp_path_factory.mktemp("bundle-git")
-    daemon = GitDaemon(git_root)
-    env = {
-        **os.environ,
-        **lab_env(state_dir),
-        "LAB_PROJECT": f"mlflow-lab-bundle-{os.getpid()}",
-        "LAB_IMAGE_TAG": TAG,
-        "LAB_REPO_URL": daemon.url,
-    }
-    file = work / "lab.bundle"
-    try:
-        for service in SERVICES:
-            name = f"mlflow-lab/{service}:{TAG}"
-            label = f"{TEST_LABEL}={TAG}"
-            docker(
-                "build",
-                "-q",
-                "--label",
-                label,
-                "-t",
-                name,
-                "-",
-                stdin=f"FROM mlflow-lab/{service}:latest\n",
-            )
-        invoke(env, "up", timeout=UP_TIMEOUT_S)  # the instructor's lab, with the network
-        made = invoke(env, "bundle", "--output", str(file), timeout=UP_TIMEOUT_S)
-        ids = image_ids()
-        daemon.stop()  # from now on the course repo's URL leads nowhere
-        invoke(env, "destroy", "--yes", timeout=300)
-        for service in reversed(SERVICES):  # Jupyter's image may be built on MLflow's
-            docker("rmi", f"mlflow-lab/{service}:{TAG}")
-        for entry in state_dir.iterdir():
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-        yield Bundled(env, file, ids, state_dir, daemon.commit, made.stdout)
-    finally:
-        daemon.stop()
-        invoke(env, "destroy", "--yes", timeout=300, check=False)
-        for service in reversed(SERVICES):
-            docker("rmi", f"mlflow-lab/{service}:{TAG}", check=False)
-        file.unlink(missing_ok=True)
-        file.with_name(file.name + ".partial").unlink(missing_ok=True)
-        for folder in (state_dir, git_root, work):
-            shutil.rmtree(folder, ignore_errors=True)
+    with served_course_repo(git_root, "course") as daemon:
+        env = {
+            **os.environ,
+            **lab_env(state_dir),
+            "LAB_PROJECT": f"mlflow-lab-bundle-{os.getpid()}",
+            "LAB_IMAGE_TAG": TAG,
+            "LAB_REPO_URL": daemon.url,
+        }
+        file = work / "lab.bundle"
+        try:
+            for service in SERVICES:
+                name = f"mlflow-lab/{service}:{TAG}"
+                label = f"{TEST_LABEL}={TAG}"
+                docker(
+                    "build",
+                    "-q",
+                    "--label",
+                    label,
+                    "-t",
+                    name,
+                    "-",
+                    stdin=f"FROM mlflow-lab/{service}:latest\n",
+                )
+            invoke(env, "up", timeout=UP_TIMEOUT_S)  # the instructor's lab, with the network
+            made = invoke(env, "bundle", "--output", str(file), timeout=UP_TIMEOUT_S)
+            ids = image_ids()
+            daemon.stop()  # from now on the course repo's URL leads nowhere
+            invoke(env, "destroy", "--yes", timeout=300)
+            for service in reversed(SERVICES):  # Jupyter's image may be built on MLflow's
+                docker("rmi", f"mlflow-lab/{service}:{TAG}")
+            for entry in state_dir.iterdir():
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            yield Bundled(env, file, ids, state_dir, daemon.commit, made.stdout)
+        finally:
+            invoke(env, "destroy", "--yes", timeout=300, check=False)
+            for service in reversed(SERVICES):
+                docker("rmi", f"mlflow-lab/{service}:{TAG}", check=False)
+            file.unlink(missing_ok=True)
+            file.with_name(file.name + ".partial").unlink(missing_ok=True)
+            for folder in (state_dir, git_root, work):
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_bundle_reports_its_steps_and_size(bundled: Bundled) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e import load
+from tests.e2e import engine_control, load
 from tests.e2e.conftest import Lab
 from tests.e2e.test_stack import KILL_SERVER, round_trip
 from tests.helpers import wait_until
@@ -221,6 +221,38 @@ def test_both_services_come_back_after_an_engine_restart_by_policy(lab: Lab) -> 
         )
         data = [m for m in mounts if m["Type"] == "volume"]
         assert data and all(m["Name"].startswith(lab.project + "_") for m in data), mounts
+
+
+def test_a_restart_of_the_docker_engine_brings_the_lab_back_by_itself(lab: Lab) -> None:
+    restart, why_not = engine_control.engine_restart(lab.project)
+    if restart is None:
+        pytest.skip(f"cannot restart the Docker engine here: {why_not}")
+    kept = round_trip(lab)
+    note = f"engine-{uuid.uuid4().hex[:8]}.txt"
+    workspace_file(lab, "write", note, "written before the engine restart")
+    before = {s: healthy_since(lab, s)[1] for s in ("mlflow", "jupyter")}
+    restart()
+    # Nothing but the engine and the restart policy: no invoke command runs here.
+    for service in ("mlflow", "jupyter"):
+        wait_restarted(lab, service, before[service])
+    run = requests.get(
+        f"{lab.mlflow_url}/api/2.0/mlflow/runs/get",
+        params={"run_id": kept["run_id"]},
+        timeout=10,
+    ).json()["run"]
+    assert {p["key"]: p["value"] for p in run["data"]["params"]} == {"alpha": "0.5"}
+    assert workspace_file(lab, "read", note) == "written before the engine restart"
+    # The notebook side reaches the new MLflow container through 127.0.0.1:8080 again,
+    # and the artifact is still in the store.
+    back = lab.python_in(
+        "jupyter",
+        "import mlflow; mlflow.set_tracking_uri('http://127.0.0.1:8080');"
+        f"print(open(mlflow.artifacts.download_artifacts(run_id='{kept['run_id']}',"
+        " artifact_path='note.txt')).read())",
+    )
+    assert back.startswith("hello from the notebook side")
+    assert integrity(lab) == "ok"
+    assert lab.status()["ready"] is True
 
 
 NOTE_CODE = textwrap.dedent(

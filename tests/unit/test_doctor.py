@@ -99,7 +99,26 @@ def test_engine_without_the_docker_command(monkeypatch: pytest.MonkeyPatch) -> N
     assert not result.ok and "`docker` command is not installed" in result.detail
 
 
-def test_compose_present(monkeypatch: pytest.MonkeyPatch, compose_cache: None) -> None:
+def test_compose_binary_is_run_directly_and_offered_as_plugin(
+    monkeypatch: pytest.MonkeyPatch, compose_cache: None, tmp_path: Path
+) -> None:
+    binary = tmp_path / "bin" / "docker-compose"
+    binary.parent.mkdir()
+    binary.write_text("#!/bin/sh\necho v2.30.0\n")
+    binary.chmod(0o755)
+    monkeypatch.setattr(engine.sys, "executable", str(binary.parent / "python"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    monkeypatch.setattr(engine, "SYSTEM_PLUGIN_DIRS", ())
+    result = doctor.check_compose()
+    assert result.ok and f"`{binary}`" in result.detail
+    plugin = tmp_path / "docker-config" / "cli-plugins" / "docker-compose"
+    assert plugin.resolve() == binary.resolve(), "`docker compose` works for the user too"
+
+
+def test_compose_plugin_when_there_is_no_binary_to_run(
+    monkeypatch: pytest.MonkeyPatch, compose_cache: None
+) -> None:
+    monkeypatch.setattr(engine, "_compose_binaries", lambda: [])
     monkeypatch.setattr(engine, "_quiet", lambda args, timeout=10: completed(0, "v2.30"))
     result = doctor.check_compose()
     assert result.ok and "`docker compose`" in result.detail
@@ -109,7 +128,7 @@ def test_compose_missing_names_the_package(
     monkeypatch: pytest.MonkeyPatch, compose_cache: None
 ) -> None:
     monkeypatch.setattr(engine, "_quiet", lambda args, timeout=10: completed(1))
-    monkeypatch.setattr(shutil, "which", lambda name, path=None: None)
+    monkeypatch.setattr(engine, "_compose_binaries", lambda: [])
     result = doctor.check_compose()
     assert not result.ok
     assert "Compose v2 or later is missing" in result.detail

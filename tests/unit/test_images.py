@@ -129,3 +129,45 @@ def test_failed_base_build_names_the_mirror(
     c = MockContext(run=Result(exited=1, stderr="E: cannot reach deb.debian.org"))
     with pytest.raises(LabError, match=r"cannot reach deb\.debian\.org.*LAB_DEBIAN_MIRROR"):
         images.ensure_base_image(c, lab)
+
+
+VENV_FAILED = Result(
+    exited=1,
+    stdout="Step 5/20 : RUN python3 -m venv /opt/venv\n",
+    stderr="The command '/bin/sh -c python3 -m venv /opt/venv' returned a non-zero code: 1\n"
+    "\x1b[0m\n",
+)
+
+
+def build_with(monkeypatch: pytest.MonkeyPatch, lab: settings.Settings, result: Result) -> None:
+    monkeypatch.setattr(images, "ensure_base_image", lambda ctx, lab: "base:1")
+    monkeypatch.setattr(images, "_place_wheels", lambda lab: False)
+    monkeypatch.setattr(engine, "compose_command", lambda: "docker compose")
+    images.build(MockContext(run={re.compile(r".* build mlflow"): result}), lab, ["mlflow"])
+
+
+def test_a_build_that_ran_out_of_space_without_saying_so_is_told_as_a_full_disk(
+    monkeypatch: pytest.MonkeyPatch, lab: settings.Settings
+) -> None:
+    # pip and venv can hide the ENOSPC: the engine's disk tells.
+    monkeypatch.setattr(engine, "docker_root", lambda: "/var/lib/docker")
+    monkeypatch.setattr(engine, "free_space", lambda root: (root, 12 * 1024**2))
+    with pytest.raises(LabError) as raised:
+        build_with(monkeypatch, lab, VENV_FAILED)
+    assert str(raised.value) == (
+        "the disk is full (0.0 GiB free on /var/lib/docker): free space (e.g. `docker system "
+        "prune`) and run the command again; no lab data was touched"
+    )
+
+
+def test_another_build_failure_names_its_last_line_without_terminal_codes(
+    monkeypatch: pytest.MonkeyPatch, lab: settings.Settings
+) -> None:
+    monkeypatch.setattr(engine, "docker_root", lambda: "/var/lib/docker")
+    monkeypatch.setattr(engine, "free_space", lambda root: (root, 50 * 1024**3))
+    with pytest.raises(LabError) as raised:
+        build_with(monkeypatch, lab, VENV_FAILED)
+    assert str(raised.value) == (
+        "building the mlflow image failed: The command '/bin/sh -c python3 -m venv /opt/venv' "
+        "returned a non-zero code: 1: see the output above, fix it, then run the command again"
+    )

@@ -14,7 +14,7 @@ from invoke.exceptions import Exit
 from invoke.runners import Result
 
 import tasks
-from mlflow_lab import course, engine, images, settings, stack
+from mlflow_lab import course, engine, images, settings, stack, startup
 from mlflow_lab.errors import LabError
 
 PS_HEALTHY = "\n".join(
@@ -56,51 +56,117 @@ def test_invoke_list_reads_like_a_manual() -> None:
             assert arg.help, f"{name} --{arg.name} has no help"
 
 
-def test_up_starts_waits_and_prints_urls(capsys: pytest.CaptureFixture[str]) -> None:
-    c = MockContext(run={re.compile(r".* up --detach --wait"): Result(exited=0)})
+def lab_context(*states: str, extra: dict[str, Result] | None = None) -> MockContext:
+    """Compose creates the containers, both start; `docker inspect` reports `states` in turn."""
+    return MockContext(
+        run={
+            re.compile(r".* up --no-start"): Result(exited=0),
+            re.compile(r"^docker ps --all"): Result(stdout="mlflow m1\njupyter j1\n"),
+            re.compile(r"^docker start "): Result(exited=0),
+            re.compile(r"^docker inspect "): [Result(stdout=state) for state in states],
+            re.compile(r".* stop$"): Result(exited=0),
+            **(extra or {}),
+        }
+    )
+
+
+HEALTHY = "running 0 healthy\nrunning 0 healthy\n"
+
+
+@pytest.fixture
+def answering(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """The services whose URL answers; the test decides."""
+    up: set[str] = {"mlflow", "jupyter"}
+    monkeypatch.setattr(startup, "answers", lambda url: any(s in url for s in map(PORTS.get, up)))
+    monkeypatch.setattr(startup, "POLL_S", 0.001)
+    return up
+
+
+PORTS = {"mlflow": ":8080/", "jupyter": ":8888/"}
+
+
+def test_up_starts_both_at_once_waits_and_prints_urls(
+    answering: set[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    c = lab_context(HEALTHY)
     tasks.up(c)
     run = commands(c)
-    assert len(run) == 1
-    assert "-p mlflow-lab up --detach --wait --wait-timeout" in run[0]
-    env = c.run.call_args.kwargs["env"]  # type: ignore[attr-defined]
+    assert "-p mlflow-lab up --no-start" in run[0]
+    # Both containers are started, neither waits for the other's health.
+    assert sorted(cmd for cmd in run if cmd.startswith("docker start")) == [
+        "docker start j1",
+        "docker start m1",
+    ]
+    assert not any(" up --detach" in cmd or " stop" in cmd for cmd in run)
+    env = c.run.call_args_list[0].kwargs["env"]  # type: ignore[attr-defined]
     assert env["LAB_MLFLOW_PORT"] == "8080"
     assert env["LAB_JUPYTER_TOKEN"] == "t" * 48
     out = capsys.readouterr().out
+    assert "Bundled lab: up to date" in out
     assert "http://127.0.0.1:8080" in out
     assert f"http://127.0.0.1:8888/lab?token={'t' * 48}" in out
 
 
-def test_up_builds_only_what_is_stale(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_up_waits_for_docker_to_call_both_healthy(answering: set[str]) -> None:
+    starting = "running 0 healthy\nrunning 0 starting\n"
+    c = lab_context(starting, starting, HEALTHY)
+    tasks.up(c)
+    assert sum(cmd.startswith("docker inspect") for cmd in commands(c)) == 3
+
+
+def test_up_builds_only_what_is_stale(monkeypatch: pytest.MonkeyPatch, answering: set[str]) -> None:
     built: list[list[str] | None] = []
     monkeypatch.setattr(images, "stale_images", lambda compose: ["jupyter"])
     monkeypatch.setattr(images, "build", lambda ctx, lab, services: built.append(services))
-    tasks.up(MockContext(run={re.compile(r".* up "): Result(exited=0)}))
+    tasks.up(lab_context(HEALTHY))
     assert built == [["jupyter"]]
     with pytest.raises(Exit, match="the jupyter image is missing or out of date"):
         tasks.up(MockContext(run=Result(exited=0)), no_build=True)
 
 
-def test_up_that_never_gets_ready_stops_the_stack_and_says_why() -> None:
-    ps = "\n".join(
-        [
-            json.dumps({"Service": "mlflow", "State": "running", "Health": "unhealthy"}),
-            json.dumps({"Service": "jupyter", "State": "created", "Health": ""}),
-        ]
-    )
-    c = MockContext(
-        run={
-            re.compile(r".* up --detach"): Result(exited=1, stderr="dependency failed to start"),
-            re.compile(r".* ps --all --format json"): Result(stdout=ps),
-            re.compile(r".* stop$"): Result(exited=0),
-        }
-    )
+@pytest.mark.parametrize(
+    ("state", "reason"),
+    [
+        ("running 0 unhealthy\nrunning 0 starting\n", "the mlflow service is unhealthy"),
+        ("running 0 healthy\nexited 2 \n", "the jupyter container stopped (exit code 2)"),
+        ("restarting 1 starting\nrunning 0 healthy\n", "the mlflow container keeps restarting"),
+    ],
+)
+def test_up_that_cannot_get_ready_stops_the_stack_and_says_why(
+    answering: set[str], state: str, reason: str
+) -> None:
+    answering.clear()
+    c = lab_context(state)
     with pytest.raises(Exit) as raised:
         tasks.up(c)
     message = str(raised.value.message)
-    assert message.startswith("error: the mlflow service is unhealthy")
-    assert "\n" not in message
+    assert message == f"error: {reason}: see `invoke logs`, fix it, then `invoke up` again"
     assert raised.value.code == 1
     assert commands(c)[-1].endswith(" stop"), "no half-started stack may be left running"
+
+
+def test_up_that_times_out_names_the_service_that_never_answered(
+    monkeypatch: pytest.MonkeyPatch, answering: set[str]
+) -> None:
+    answering.discard("jupyter")
+    monkeypatch.setattr(startup, "READY_TIMEOUT_S", 0.05)
+    c = lab_context("running 0 healthy\nrunning 0 starting\n")
+    with pytest.raises(Exit, match=r"error: the jupyter service was not ready after 0.05 s"):
+        tasks.up(c)
+    assert commands(c)[-1].endswith(" stop")
+
+
+def test_up_when_a_container_cannot_start_stops_the_other(answering: set[str]) -> None:
+    bound = Result(
+        exited=1, stderr="Error: Bind for 127.0.0.1:8888 failed: port is already allocated\n"
+    )
+    c = lab_context(HEALTHY, extra={"docker start j1": bound})
+    with pytest.raises(Exit) as raised:
+        tasks.up(c)
+    assert str(raised.value.message).startswith(
+        "error: the jupyter container did not start: Error: Bind for 127.0.0.1:8888 failed"
+    )
+    assert commands(c)[-1].endswith(" stop")
 
 
 def test_bad_setting_is_one_line_without_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,7 +220,7 @@ def test_destroy_with_yes_removes_volumes() -> None:
 def test_status_json_reports_state_health_and_token(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(stack, "_probe", lambda url: "8080" in url)
+    monkeypatch.setattr(startup, "answers", lambda url: "8080" in url)
     c = MockContext(run={re.compile(r".* ps --all"): Result(stdout=PS_HEALTHY)})
     tasks.status(c, json_=True)
     report: dict[str, Any] = json.loads(capsys.readouterr().out)
@@ -170,7 +236,7 @@ def test_status_json_reports_state_health_and_token(
 
 
 def test_status_of_a_stopped_lab(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stack, "_probe", lambda url: True)
+    monkeypatch.setattr(startup, "answers", lambda url: True)
     report = stack.status(MockContext(run=Result(stdout="")), settings.load())
     assert report["ready"] is False
     assert report["services"]["mlflow"]["state"] == "absent"
