@@ -27,6 +27,7 @@ from mlflow_lab import PROJECT_ROOT
 from mlflow_lab.compose import Compose
 from mlflow_lab.course import BUNDLED_LAB_DIR, WORKSPACE
 from mlflow_lab.errors import LabError
+from mlflow_lab.local_http import DIRECT
 from mlflow_lab.settings import Settings
 
 if TYPE_CHECKING:
@@ -67,9 +68,6 @@ ARTIFACT_PNG = "plots/loss_curve.png"
 # A JupyterLab layout of its own, deleted afterwards: the student's layout stays as it was.
 SCREENSHOT_WORKSPACE = "mlflow-lab-screenshots"
 
-# The lab runs on this machine: a proxy from the environment must not see its traffic.
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
 
 @dataclass(frozen=True)
 class LabRuns:
@@ -89,7 +87,7 @@ def http_json(method: str, url: str, body: dict[str, Any] | None = None) -> Any:
     request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Content-Type", "application/json")
     try:
-        with _DIRECT.open(request, timeout=HTTP_TIMEOUT_S) as response:
+        with DIRECT.open(request, timeout=HTTP_TIMEOUT_S) as response:
             text = response.read().decode()
     except urllib.error.HTTPError as exc:
         raise LabError(f"{method} {url} answered {exc.code}: see `invoke logs`") from None

@@ -8,7 +8,7 @@ from typing import Any
 
 from invoke.context import Context
 
-from mlflow_lab import course, doctor, engine, images, startup
+from mlflow_lab import course, doctor, engine, images, local_http, startup
 from mlflow_lab.compose import SERVICES, Compose
 from mlflow_lab.errors import LabError
 from mlflow_lab.settings import Settings
@@ -97,7 +97,9 @@ def print_ready(settings: Settings) -> None:
 
 def down(ctx: Context, settings: Settings) -> None:
     engine.engine_version()
-    Compose(ctx, settings).run("down --remove-orphans")
+    # Stopped, not removed: the next `up` starts the same containers without creating
+    # them again (`destroy` removes them).
+    Compose(ctx, settings).run("stop")
     print("The lab is stopped; its data is kept. `invoke up` starts it again.")
 
 
@@ -136,7 +138,7 @@ def status(ctx: Context, settings: Settings) -> dict[str, Any]:
             "url": settings.mlflow_url if service == "mlflow" else settings.jupyter_url,
             "state": info.get("state") or "absent",
             "health": info.get("health") or "unknown",
-            "responding": info.get("state") == "running" and startup.answers(probes[service]),
+            "responding": info.get("state") == "running" and local_http.answers(probes[service]),
         }
         if service == "jupyter":
             entry["token"] = settings.jupyter_token

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import shlex
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from mlflow_lab import local_http
 from mlflow_lab.compose import SERVICES, Compose
 from mlflow_lab.errors import LabError
 
 READY_TIMEOUT_S = 300
 # Readiness is seen within this of happening: the services start in about 1.5 s.
 POLL_S = 0.05
-PROBE_TIMEOUT_S = 2
 # Container states cost a `docker inspect`; asked less often until both answer.
 INSPECT_EVERY_S = 0.5
 INSPECT_WHEN_ANSWERING_S = 0.1
@@ -64,14 +62,6 @@ def start(compose: Compose) -> dict[str, str]:
         if error:
             raise NotReady(f"the {service} container did not start: {error}")
     return ids
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def states(compose: Compose, ids: dict[str, str]) -> dict[str, State]:
@@ -126,7 +116,7 @@ def wait_ready(
     while True:
         now = time.monotonic()
         for service, url in urls.items():
-            if service not in answered and answers(url):
+            if service not in answered and local_http.answers(url):
                 answered.add(service)
                 if on_answer is not None:
                     on_answer(service)

@@ -30,6 +30,7 @@ from invoke.context import Context
 from mlflow_lab import PROJECT_ROOT, course, doctor, engine, stack, versions
 from mlflow_lab.compose import SERVICES, Compose
 from mlflow_lab.doctor import CheckResult
+from mlflow_lab.local_http import DIRECT
 from mlflow_lab.settings import Settings
 
 BUDGET_S = 15.0
@@ -43,9 +44,6 @@ ARTIFACT_NAME = "verify.txt"
 BUNDLED_LAB_SOURCE = PROJECT_ROOT / "lab"
 JUPYTER_CONFIG = PROJECT_ROOT / "docker" / "jupyter" / "jupyter_server_config.json"
 UP_FIX = "run `invoke up` to recreate it with the lab's settings"
-
-# The lab runs on this machine: a proxy from the environment must not see its traffic.
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class CheckFailed(Exception):
@@ -280,7 +278,7 @@ class Session:
         """(status, content type, body) from this machine; CheckFailed when nothing answers."""
         request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
         try:
-            with _DIRECT.open(request, timeout=self.left()) as response:
+            with DIRECT.open(request, timeout=self.left()) as response:
                 return response.status, response.headers.get("Content-Type", ""), response.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.headers.get("Content-Type", ""), exc.read()

@@ -10,5 +10,4 @@ upstream=${LAB_MLFLOW_UPSTREAM:-mlflow:8080}
     sleep 1
   done
 ) &
-# jupyter-lab itself: the `jupyter` launcher would only start Python once more to run it.
-exec jupyter-lab
+exec python3 /usr/local/lib/mlflow-lab/lab_server.py

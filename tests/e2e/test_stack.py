@@ -197,7 +197,9 @@ def test_notebook_side_survives_an_mlflow_crash_and_restart(lab: Lab) -> None:
 def test_a_logged_run_survives_down_and_up(lab: Lab) -> None:
     result = round_trip(lab)
     lab.invoke("down")
-    assert lab.status()["ready"] is False
+    stopped = lab.status()
+    assert stopped["ready"] is False
+    assert {s["state"] for s in stopped["services"].values()} == {"exited"}, stopped
     lab.invoke("up")
     run = requests.get(
         f"{lab.mlflow_url}/api/2.0/mlflow/runs/get",

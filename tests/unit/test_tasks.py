@@ -14,7 +14,7 @@ from invoke.exceptions import Exit
 from invoke.runners import Result
 
 import tasks
-from mlflow_lab import course, engine, images, settings, stack, startup
+from mlflow_lab import course, engine, images, local_http, settings, stack, startup
 from mlflow_lab.errors import LabError
 
 PS_HEALTHY = "\n".join(
@@ -77,7 +77,9 @@ HEALTHY = "running 0 healthy\nrunning 0 healthy\n"
 def answering(monkeypatch: pytest.MonkeyPatch) -> set[str]:
     """The services whose URL answers; the test decides."""
     up: set[str] = {"mlflow", "jupyter"}
-    monkeypatch.setattr(startup, "answers", lambda url: any(s in url for s in map(PORTS.get, up)))
+    monkeypatch.setattr(
+        local_http, "answers", lambda url: any(s in url for s in map(PORTS.get, up))
+    )
     monkeypatch.setattr(startup, "POLL_S", 0.001)
     return up
 
@@ -182,7 +184,7 @@ def test_bad_setting_is_one_line_without_traceback(monkeypatch: pytest.MonkeyPat
 def test_down_keeps_volumes() -> None:
     c = MockContext(run=Result(exited=0))
     tasks.down(c)
-    assert commands(c)[0].endswith(" down --remove-orphans")
+    assert commands(c)[0].endswith(" stop")
     assert "--volumes" not in commands(c)[0]
 
 
@@ -220,7 +222,7 @@ def test_destroy_with_yes_removes_volumes() -> None:
 def test_status_json_reports_state_health_and_token(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(startup, "answers", lambda url: "8080" in url)
+    monkeypatch.setattr(local_http, "answers", lambda url: "8080" in url)
     c = MockContext(run={re.compile(r".* ps --all"): Result(stdout=PS_HEALTHY)})
     tasks.status(c, json_=True)
     report: dict[str, Any] = json.loads(capsys.readouterr().out)
@@ -236,7 +238,7 @@ def test_status_json_reports_state_health_and_token(
 
 
 def test_status_of_a_stopped_lab(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(startup, "answers", lambda url: True)
+    monkeypatch.setattr(local_http, "answers", lambda url: True)
     report = stack.status(MockContext(run=Result(stdout="")), settings.load())
     assert report["ready"] is False
     assert report["services"]["mlflow"]["state"] == "absent"
