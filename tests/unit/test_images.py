@@ -146,28 +146,28 @@ def build_with(monkeypatch: pytest.MonkeyPatch, lab: settings.Settings, result: 
     images.build(MockContext(run={re.compile(r".* build mlflow"): result}), lab, ["mlflow"])
 
 
-def test_a_build_that_ran_out_of_space_without_saying_so_is_told_as_a_full_disk(
-    monkeypatch: pytest.MonkeyPatch, lab: settings.Settings
+@pytest.mark.parametrize(
+    ("free", "told"),
+    [
+        # pip and venv can hide the ENOSPC: the engine's disk tells.
+        (
+            12 * 1024**2,
+            "the disk is full (0.0 GiB free on /var/lib/docker): free space (e.g. `docker "
+            "system prune`) and run the command again; no lab data was touched",
+        ),
+        (
+            50 * 1024**3,
+            "building the mlflow image failed: The command '/bin/sh -c python3 -m venv "
+            "/opt/venv' returned a non-zero code: 1: see the output above, fix it, then run "
+            "the command again",
+        ),
+    ],
+)
+def test_a_failed_build_says_whether_the_disk_ran_full(
+    monkeypatch: pytest.MonkeyPatch, lab: settings.Settings, free: int, told: str
 ) -> None:
-    # pip and venv can hide the ENOSPC: the engine's disk tells.
     monkeypatch.setattr(engine, "docker_root", lambda: "/var/lib/docker")
-    monkeypatch.setattr(engine, "free_space", lambda root: (root, 12 * 1024**2))
+    monkeypatch.setattr(engine, "free_space", lambda root: (root, free))
     with pytest.raises(LabError) as raised:
         build_with(monkeypatch, lab, VENV_FAILED)
-    assert str(raised.value) == (
-        "the disk is full (0.0 GiB free on /var/lib/docker): free space (e.g. `docker system "
-        "prune`) and run the command again; no lab data was touched"
-    )
-
-
-def test_another_build_failure_names_its_last_line_without_terminal_codes(
-    monkeypatch: pytest.MonkeyPatch, lab: settings.Settings
-) -> None:
-    monkeypatch.setattr(engine, "docker_root", lambda: "/var/lib/docker")
-    monkeypatch.setattr(engine, "free_space", lambda root: (root, 50 * 1024**3))
-    with pytest.raises(LabError) as raised:
-        build_with(monkeypatch, lab, VENV_FAILED)
-    assert str(raised.value) == (
-        "building the mlflow image failed: The command '/bin/sh -c python3 -m venv /opt/venv' "
-        "returned a non-zero code: 1: see the output above, fix it, then run the command again"
-    )
+    assert str(raised.value) == told
