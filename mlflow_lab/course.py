@@ -130,8 +130,8 @@ def fetch_course_repo(settings: Settings) -> Fetched:
     return Fetched(cache, None)
 
 
-def _sync_in_container(compose: Compose, source: str, branch: str, dest: str) -> str:
-    args = [SYNC_SCRIPT, "--source", source, "--branch", branch, "--dest", dest]
+def _sync_in_container(compose: Compose, source: str, branch: str, dest: str, *extra: str) -> str:
+    args = [SYNC_SCRIPT, "--source", source, "--branch", branch, "--dest", dest, *extra]
     result = compose.exec("jupyter", "python3 " + " ".join(shlex.quote(a) for a in args))
     text = (result.stdout or result.stderr).strip()
     line = text.splitlines()[-1] if text else f"exit code {result.exited}"
@@ -146,7 +146,15 @@ def workspace_has(compose: Compose, name: str) -> bool:
 
 
 def place_bundled_lab(compose: Compose) -> str:
-    return _sync_in_container(compose, BUNDLED_LAB_SOURCE, "main", f"{WORKSPACE}/{BUNDLED_LAB_DIR}")
+    # Each image has the bundled lab as a one-commit history of its own: a new image's
+    # lab is an update to merge into the student's copy, not a rewrite to back up.
+    return _sync_in_container(
+        compose,
+        BUNDLED_LAB_SOURCE,
+        "main",
+        f"{WORKSPACE}/{BUNDLED_LAB_DIR}",
+        "--merge-new-history",
+    )
 
 
 def place_course_repo(compose: Compose, settings: Settings) -> list[str]:

@@ -223,11 +223,17 @@ def sync(
     depth: int | None = 1,
     *,
     timeout: float = GIT_TIMEOUT_S,
+    merge_new_history: bool = False,
 ) -> SyncResult:
     """Clone ``branch`` of ``source`` into ``dest`` or merge it into an existing copy.
 
     ``depth`` limits history (``None`` = full history). ``timeout`` applies to
     every single git process. Raises :class:`SyncError` (one-line message).
+
+    A source whose history was rewritten since the last sync is a divergence: the
+    copy is backed up and replaced. With ``merge_new_history`` (a source that is
+    rebuilt with a history of its own on every release, like the lab bundled in the
+    image) the new content is merged like any update instead, student edits winning.
     """
     if shutil.which("git") is None:
         raise SyncError("the git executable was not found on PATH")
@@ -241,6 +247,7 @@ def sync(
         dest=Path(os.path.abspath(dest)),
         depth=depth,
         timeout=timeout,
+        merge_new_history=merge_new_history,
     )
     _check_branch_name(ctx)
     with _exclusive(ctx.dest, ctx.timeout):
@@ -266,6 +273,7 @@ class _Context:
     dest: Path
     depth: int | None
     timeout: float
+    merge_new_history: bool = False
 
     @property
     def remote_ref(self) -> str:
@@ -724,6 +732,18 @@ def _fetch(ctx: _Context, remote_tip: str, old_tip: str | None, head: str) -> tu
     return new_tip, False
 
 
+def _bridge(ctx: _Context, old_tip: str, new_tip: str) -> str:
+    """A commit with upstream's new content whose parents are its old and new history.
+
+    Merged like any upstream commit, it brings in exactly what changed between the
+    two contents (the merge base is the old tip), and later syncs find the new
+    history already joined.
+    """
+    tree = _git(ctx, "rev-parse", f"{new_tip}^{{tree}}").text
+    message = f"Upstream {ctx.branch} from {ctx.source} has a new history (mlflow-lab sync)"
+    return _git(ctx, "commit-tree", tree, "-p", old_tip, "-p", new_tip, "-m", message).text
+
+
 def _repoint_origin(ctx: _Context) -> str | None:
     current = _git(ctx, "remote", "get-url", "origin", check=False)
     if current.code != 0:
@@ -937,9 +957,11 @@ def _update(ctx: _Context, remote_tip: str) -> SyncResult:
     old_tip = _rev(ctx, ctx.remote_ref)
     new_tip, related = _fetch(ctx, remote_tip, old_tip, head)
     if not related:
-        if old_tip is not None:
+        if old_tip is None:
+            return _replace(ctx, "it shares no history with upstream")
+        if not (ctx.merge_new_history and _is_ancestor(ctx, old_tip, head)):
             return _replace(ctx, "upstream history was rewritten since the last sync")
-        return _replace(ctx, "it shares no history with upstream")
+        new_tip = _bridge(ctx, old_tip, new_tip)
     repointed = _repoint_origin(ctx)
 
     if _is_ancestor(ctx, new_tip, head):
@@ -1013,6 +1035,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=GIT_TIMEOUT_S,
         help=f"seconds allowed per git command (default {GIT_TIMEOUT_S:g})",
     )
+    parser.add_argument(
+        "--merge-new-history",
+        action="store_true",
+        help="merge a source whose history was rebuilt instead of backing up and replacing",
+    )
     args = parser.parse_args(argv)
     if args.depth < 0:
         parser.error("--depth must be 0 or a positive integer")
@@ -1023,6 +1050,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.dest,
             args.depth or None,
             timeout=args.timeout,
+            merge_new_history=args.merge_new_history,
         )
     except SyncError as exc:
         print(f"{parser.prog}: error: {_one_line(str(exc))}", file=sys.stderr)

@@ -487,6 +487,44 @@ def test_force_pushed_unrelated_history_backs_up_then_clones(
     assert not leftovers(dest)
 
 
+def test_a_source_rebuilt_with_a_new_history_is_merged_when_asked(
+    upstream: Upstream, dest: Path
+) -> None:
+    # The lab bundled in the image: every image gives it a one-commit history of its own.
+    ws.sync(upstream.url, BRANCH, dest, merge_new_history=True)
+    (dest / "lab/a.txt").write_text("student edit\n")
+    (dest / "lab/untracked.ipynb").write_text("{}\n")
+    (dest / "README.md").unlink()
+    files = {**INITIAL_FILES}
+    files.update({"lab/a.txt": "upstream a v2\n", "lab/b.txt": "b v2\n", "lab/new.txt": "new\n"})
+    new_root = upstream.rewrite_history(files)
+
+    result = ws.sync(upstream.url, BRANCH, dest, merge_new_history=True)
+
+    assert result.action is ws.SyncAction.UPDATED, result.summary
+    assert not backups_of(dest)
+    assert (dest / "lab/a.txt").read_text() == "student edit\n"  # the student's side wins
+    assert (dest / "lab/b.txt").read_text() == "b v2\n"
+    assert (dest / "lab/new.txt").read_text() == "new\n"
+    assert (dest / "lab/untracked.ipynb").read_text() == "{}\n"
+    assert (dest / "README.md").exists(), "a file the student deleted comes back"
+    git(dest, "merge-base", "--is-ancestor", new_root, "HEAD")
+    assert "lab/a.txt" in result.kept_student_edits
+    assert_one_line(result.summary)
+
+    # The next release rebuilds the history again; the student's copy keeps following.
+    files["lab/b.txt"] = "b v3\n"
+    upstream.rewrite_history(files)
+    again = ws.sync(upstream.url, BRANCH, dest, merge_new_history=True)
+    assert again.action is ws.SyncAction.UPDATED
+    assert (dest / "lab/b.txt").read_text() == "b v3\n"
+    assert (dest / "lab/a.txt").read_text() == "student edit\n"
+    assert not backups_of(dest)
+    assert ws.sync(upstream.url, BRANCH, dest, merge_new_history=True).action is (
+        ws.SyncAction.UP_TO_DATE
+    )
+
+
 @pytest.mark.parametrize("depth", [1, None])
 def test_force_push_that_keeps_an_older_ancestor_still_backs_up(
     upstream: Upstream, dest: Path, depth: int | None
