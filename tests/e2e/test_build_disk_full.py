@@ -24,6 +24,9 @@ from tests.e2e.conftest import lab_env, run_invoke
 from tests.helpers import wait_until
 
 TMPFS_MB = 700
+# A bridge of the second engine's own (from the RFC 2544 benchmarking range): with none,
+# dockerd would delete the main engine's docker0 on start.
+BRIDGE_ADDRESS = "198.18.254.1/24"
 LEFT_FREE_MB = 16
 ENGINE_START_TIMEOUT_S = 90
 STUDENT_VOLUME = "students-work"
@@ -53,6 +56,11 @@ def _mount_tmpfs(where: Path) -> bool:
     return subprocess.run(mount, capture_output=True, check=False).returncode == 0
 
 
+def _links() -> set[str]:
+    listing = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True)
+    return {line.split(":")[1].strip().split("@")[0] for line in listing.stdout.splitlines()}
+
+
 def _stop(daemon: subprocess.Popen[bytes]) -> None:
     daemon.send_signal(signal.SIGTERM)
     try:
@@ -65,53 +73,59 @@ def _stop(daemon: subprocess.Popen[bytes]) -> None:
 @pytest.fixture
 def small_engine() -> Iterator[Engine]:
     """A second dockerd whose data root is a TMPFS_MB tmpfs; torn down afterwards."""
-    if os.geteuid() != 0 or not shutil.which("dockerd"):
-        pytest.skip("a second Docker engine needs root and dockerd on this machine")
+    if os.geteuid() != 0 or not shutil.which("dockerd") or not shutil.which("ip"):
+        pytest.skip("a second Docker engine needs root, dockerd and ip on this machine")
     # Short: a unix socket path may not exceed 107 bytes.
     root = Path(tempfile.mkdtemp(prefix="lab-e2e-engine-", dir="/tmp"))
     data = root / "data"
     if not _mount_tmpfs(data):
         shutil.rmtree(root, ignore_errors=True)
         pytest.skip("cannot mount a tmpfs here")
+    bridge = f"labe2e{os.getpid() % 100000}"
     config = root / "daemon.json"
     config.write_text("{}\n", encoding="utf-8")
-    log = (root / "dockerd.log").open("wb")
-    # No bridge and no iptables: it must not touch the main engine's networks.
-    daemon = subprocess.Popen(
-        [
-            "dockerd",
-            f"--config-file={config}",
-            f"--data-root={data}",
-            f"--exec-root={root / 'exec'}",
-            f"--pidfile={root / 'dockerd.pid'}",
-            f"--host=unix://{root / 'docker.sock'}",
-            "--bridge=none",
-            "--iptables=false",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
     engine = Engine(f"unix://{root / 'docker.sock'}", data)
-    try:
-        wait_until(
-            lambda: engine.docker("info").returncode == 0,
-            ENGINE_START_TIMEOUT_S,
-            0.5,
-            "the second engine answering",
-        )
-        yield engine
-    finally:
-        _stop(daemon)
-        log.close()
-        if subprocess.run(["umount", str(data)], check=False).returncode != 0:
-            subprocess.run(["umount", "--lazy", str(data)], check=False)
-        shutil.rmtree(root, ignore_errors=True)
+    daemon: subprocess.Popen[bytes] | None = None
+    with (root / "dockerd.log").open("wb") as log:
+        try:
+            subprocess.run(["ip", "link", "add", "name", bridge, "type", "bridge"], check=True)
+            subprocess.run(["ip", "addr", "add", BRIDGE_ADDRESS, "dev", bridge], check=True)
+            # Its own bridge and no iptables rules: the main engine's networks stay untouched.
+            daemon = subprocess.Popen(
+                [
+                    "dockerd",
+                    f"--config-file={config}",
+                    f"--data-root={data}",
+                    f"--exec-root={root / 'exec'}",
+                    f"--pidfile={root / 'dockerd.pid'}",
+                    f"--host={engine.host}",
+                    f"--bridge={bridge}",
+                    "--iptables=false",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+            wait_until(
+                lambda: engine.docker("info").returncode == 0,
+                ENGINE_START_TIMEOUT_S,
+                0.5,
+                "the second engine answering",
+            )
+            yield engine
+        finally:
+            if daemon is not None:
+                _stop(daemon)
+            subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
+            if subprocess.run(["umount", str(data)], check=False).returncode != 0:
+                subprocess.run(["umount", "--lazy", str(data)], check=False)
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def test_a_disk_filling_up_during_a_build_is_one_line_and_loses_nothing(
     small_engine: Engine, tmp_path: Path
 ) -> None:
+    links = _links()
     base = images.local_base_tag()
     if images.image_label(base) is None:
         pytest.skip(f"{base} is not on the main engine: nothing to seed the small one with")
@@ -159,3 +173,4 @@ def test_a_disk_filling_up_during_a_build_is_one_line_and_loses_nothing(
     assert kept.stdout.decode().strip() == note
     assert small_engine.docker("image", "inspect", base).returncode == 0
     assert small_engine.docker("image", "inspect", "mlflow-lab/mlflow:latest").returncode != 0
+    assert links <= _links(), "the main engine's interfaces (docker0...) are all still there"
