@@ -73,7 +73,7 @@ def test_a_new_images_bundled_lab_is_merged_into_the_students_copy(stack: Stack)
     stack.shell(f"cd {BUNDLED} && printf '\\nmy notes\\n' >> README.md && echo mine > my_notes.txt")
     readme = stack.shell(f"cat {BUNDLED}/README.md")
 
-    docker("build", "-q", "-t", f"mlflow-lab/jupyter:{TAG}", "-", stdin=NEXT_RELEASE)
+    docker("build", "-q", "--force-rm", "-t", f"mlflow-lab/jupyter:{TAG}", "-", stdin=NEXT_RELEASE)
     again = run_invoke(stack.env, "up", timeout=UP_TIMEOUT_S)
 
     line = next(x for x in again.stdout.splitlines() if x.startswith("Bundled lab:"))
