@@ -7,8 +7,6 @@ directory, its database already migrated. Every figure is a median of the rounds
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import shutil
 import signal
@@ -16,9 +14,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,7 +22,8 @@ from pathlib import Path
 
 from invoke.context import Context
 
-from mlflow_lab import PROJECT_ROOT, images, versions
+from mlflow_lab import PROJECT_ROOT, class_load, images, local_http, ports, versions
+from mlflow_lab.class_load import Api
 from mlflow_lab.compose import Compose
 from mlflow_lab.errors import LabError
 from mlflow_lab.settings import Settings
@@ -34,9 +31,6 @@ from mlflow_lab.settings import Settings
 NATIVE_VENV = images.BUILD_DIR / "bench-native-venv"
 NATIVE_PORT = 15999
 IDLE_SETTLE_S = 10
-CLIENTS = 30
-BATCHES = 50
-POINTS_PER_BATCH = 10
 
 
 @dataclass
@@ -49,53 +43,16 @@ class Figures:
     concurrent_errors: int = 0
 
 
-# --- talking to a tracking server over plain HTTP (same client code for both sides) ---
-
-
-class Api:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-
-    def call(self, method: str, path: str, body: dict[str, object] | None = None) -> object:
-        payload = json.dumps(body) if body is not None else None
-        self.conn.request(
-            method,
-            f"/api/2.0/mlflow/{path}",
-            body=payload,
-            headers={"Content-Type": "application/json"},
-        )
-        response = self.conn.getresponse()
-        data = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"{path}: HTTP {response.status} {data[:200]!r}")
-        return json.loads(data) if data else {}
-
-    def new_run(self, experiment: str) -> str:
-        found = self.call("GET", f"experiments/get-by-name?experiment_name={experiment}")
-        experiment_id = found["experiment"]["experiment_id"]  # type: ignore[index]
-        run = self.call("POST", "runs/create", {"experiment_id": experiment_id})
-        return str(run["run"]["info"]["run_id"])  # type: ignore[index]
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-def _experiment(port: int) -> str:
-    name = f"bench-{uuid.uuid4().hex[:8]}"
-    api = Api(port)
-    try:
-        api.call("POST", "experiments/create", {"name": name})
-    finally:
-        api.close()
-    return name
+# --- load on a tracking server (same client code for both sides) ---
 
 
 def sequential_throughput(port: int, calls: int) -> float:
     """log-metric calls per second from one client."""
-    api = Api(port)
+    api = Api(f"http://127.0.0.1:{port}")
     try:
-        run_id = api.new_run(_experiment(port))
+        experiment_id = api.create_experiment()
+        run = api.call("POST", "runs/create", {"experiment_id": experiment_id})
+        run_id = str(run["run"]["info"]["run_id"])  # type: ignore[index]
         started = time.perf_counter()
         for step in range(calls):
             api.call(
@@ -114,46 +71,10 @@ def sequential_throughput(port: int, calls: int) -> float:
         api.close()
 
 
-def concurrent_load(
-    port: int, clients: int = CLIENTS, batches: int = BATCHES
-) -> tuple[float, float, int]:
+def concurrent_load(port: int, clients: int, batches: int) -> tuple[float, float, int]:
     """(points per second, p99 request latency in s, errors) for `clients` parallel clients."""
-    experiment = _experiment(port)
-    latencies: list[float] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-    start = threading.Barrier(clients)
-
-    def client() -> None:
-        api = Api(port)
-        try:
-            start.wait()
-            run_id = api.new_run(experiment)
-            for batch in range(batches):
-                metrics = [
-                    {"key": "m", "value": float(i), "timestamp": 0, "step": batch * 10 + i}
-                    for i in range(POINTS_PER_BATCH)
-                ]
-                began = time.perf_counter()
-                api.call("POST", "runs/log-batch", {"run_id": run_id, "metrics": metrics})
-                with lock:
-                    latencies.append(time.perf_counter() - began)
-        except Exception as exc:  # counted, not raised: the figure is the error count
-            with lock:
-                errors.append(str(exc))
-        finally:
-            api.close()
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    began = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - began
-    points = len(latencies) * POINTS_PER_BATCH
-    p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) >= 2 else float("nan")
-    return points / elapsed, p99, len(errors)
+    result = class_load.run_load(f"http://127.0.0.1:{port}", clients, batches)
+    return result.points_per_s, result.p99_s, len(result.errors)
 
 
 # --- memory ---
@@ -219,16 +140,11 @@ def ensure_native_mlflow() -> Path:
     return mlflow_bin
 
 
-def _wait_http(url: str, timeout: float) -> bool:
+def _wait_health(url: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]), timeout=2)
-            conn.request("GET", "/health")
-            if conn.getresponse().status == 200:
-                return True
-        except OSError:
-            pass
+        if local_http.answers(f"{url}/health"):
+            return True
         time.sleep(0.05)
     return False
 
@@ -251,7 +167,7 @@ def native_server(mlflow_bin: Path, data: Path) -> Iterator[tuple[subprocess.Pop
         args, cwd=data, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     try:
-        if not _wait_http(f"http://127.0.0.1:{NATIVE_PORT}", 120):
+        if not _wait_health(f"http://127.0.0.1:{NATIVE_PORT}", 120):
             raise LabError("the native mlflow server did not answer /health within 120 s")
         yield proc, time.perf_counter() - began
     finally:
@@ -371,18 +287,10 @@ def _ratio(ours: float, theirs: float) -> str:
     return f"{ours / theirs:.2f}x" if theirs else "n/a"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def run(ctx: Context, user: Settings, *, rounds: int, smoke: bool, cold: bool) -> str:
     """Measure both sides; the stack runs as its own project, the user's lab is not touched."""
     check_prerequisites()
-    calls, clients, batches = (50, 5, 5) if smoke else (300, CLIENTS, BATCHES)
+    calls, clients, batches = (50, 5, 5) if smoke else (300, class_load.CLIENTS, class_load.BATCHES)
     print(f"Native baseline: mlflow server {versions.mlflow_version()} ({rounds} rounds)...")
     native = measure_native(rounds, calls, clients, batches)
     with tempfile.TemporaryDirectory(prefix="bench-state-") as state:
@@ -390,8 +298,8 @@ def run(ctx: Context, user: Settings, *, rounds: int, smoke: bool, cold: bool) -
             **{
                 **user.__dict__,
                 "project": f"{user.project}-bench",
-                "mlflow_port": _free_port(),
-                "jupyter_port": _free_port(),
+                "mlflow_port": ports.free_port(),
+                "jupyter_port": ports.free_port(),
                 "bind_address": "127.0.0.1",
                 "state_dir": Path(state),
                 # An unreachable course repo would only add a fetch attempt to every `up`.

@@ -82,9 +82,17 @@ class Lab:
         return f"http://127.0.0.1:{self.jupyter_port}"
 
     def invoke(
-        self, *args: str, check: bool = True, timeout: float = 600, stdin: str | None = None
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = 600,
+        stdin: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        return run_invoke(self.env, *args, check=check, timeout=timeout, stdin=stdin)
+        """`invoke ARGS` against this lab; `env` adds or overrides settings."""
+        return run_invoke(
+            {**self.env, **(env or {})}, *args, check=check, timeout=timeout, stdin=stdin
+        )
 
     def container(self, service: str) -> str:
         return self.compose.get_container(service).Name or ""

@@ -8,7 +8,6 @@ it in its message.
 from __future__ import annotations
 
 import json
-import subprocess
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ from playwright.sync_api import Browser, Locator, Page
 from mlflow_lab import screenshots as ui
 from mlflow_lab.course import BUNDLED_LAB_DIR
 from mlflow_lab.stack import NOTEBOOK_TRACKING_URI
-from tests.e2e.conftest import INVOKE, PROJECT_ROOT, Lab, served_course_repo
+from tests.e2e.conftest import Lab, served_course_repo
 
 COURSE_REPO = "MLOps"  # the course repository's real name, so the workspace looks as in class
 NOTIFICATION_PLUGIN = "@jupyterlab/apputils-extension:notification"
@@ -48,16 +47,7 @@ def lab_runs(lab: Lab) -> ui.LabRuns:
 def course_in_workspace(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The course repository placed in the workspace by `invoke clone`, as in class."""
     with served_course_repo(tmp_path_factory.mktemp("browser-course"), COURSE_REPO) as server:
-        url = server.url
-        subprocess.run(
-            [*INVOKE, "clone"],
-            cwd=PROJECT_ROOT,
-            env={**lab.env, "LAB_REPO_URL": url, "LAB_REPO_BRANCH": "dev"},
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=True,
-        )
+        lab.invoke("clone", env={"LAB_REPO_URL": server.url, "LAB_REPO_BRANCH": "dev"})
         yield COURSE_REPO
 
 

@@ -6,7 +6,7 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-from tests.e2e.conftest import INVOKE, PROJECT_ROOT, Lab
+from tests.e2e.conftest import Lab, run_invoke
 
 WORKSPACE = "/home/student/workspace"
 BUNDLED = f"{WORKSPACE}/mlflow-tracking-lab"
@@ -178,15 +178,7 @@ def test_clone_places_and_resyncs_the_course_repo_without_losing_work(
     dest = f"{WORKSPACE}/course"
 
     def clone() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*INVOKE, "clone"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=True,
-        )
+        return run_invoke(env, "clone", timeout=300)
 
     first = clone()
     assert "Course repo: cloned" in first.stdout
@@ -212,15 +204,7 @@ def test_clone_places_and_resyncs_the_course_repo_without_losing_work(
     assert state["readme"] == "student notes\n", "the student's edit wins"
     assert {"01_intro.ipynb", "02_next.ipynb"} <= set(state["files"])
 
-    missing = subprocess.run(
-        [*INVOKE, "clone"],
-        cwd=PROJECT_ROOT,
-        env={**env, "LAB_REPO_BRANCH": "no-such-branch"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    missing = run_invoke({**env, "LAB_REPO_BRANCH": "no-such-branch"}, "clone", check=False)
     assert missing.returncode == 0, "a missing branch is a warning, not a failure"
     assert "warning: course repo" in missing.stdout
     assert "no-such-branch" in missing.stdout

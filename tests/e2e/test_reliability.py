@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e import engine_control, load
+from mlflow_lab import class_load as load
+from tests.e2e import engine_control
 from tests.e2e.conftest import Lab
 from tests.e2e.test_stack import KILL_SERVER, round_trip
 from tests.helpers import wait_until

@@ -25,7 +25,12 @@ from invoke.config import Config
 from invoke.context import Context
 
 from mlflow_lab import COMPOSE_FILE, course, settings, verify, versions
-from tests.e2e.conftest import CONTAINER_TRACKING_URI, INVOKE, PROJECT_ROOT, Lab, lab_env
+from tests.e2e.conftest import (
+    CONTAINER_TRACKING_URI,
+    Lab,
+    lab_env,
+    run_invoke,
+)
 from tests.helpers import free_port, wait_until
 
 CHECK_NAMES = [name for name, _ in verify.CHECKS]
@@ -44,17 +49,7 @@ STACK_TIMEOUT_S = 240
 
 def run_verify(env: dict[str, str]) -> tuple[int, dict[str, dict[str, Any]], float]:
     """(exit code, checks by name, seconds) of `invoke verify --json` under `env`."""
-    started = time.monotonic()
-    result = subprocess.run(
-        [*INVOKE, "verify", "--json"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=VERIFY_TIMEOUT_S,
-        check=False,
-    )
-    elapsed = time.monotonic() - started
+    result, elapsed = timed_invoke(env, "verify", "--json")
     try:
         document = json.loads(result.stdout)
     except ValueError:
@@ -278,16 +273,7 @@ def miswired(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mis
     try:
         # MLflow accepts this machine's Host only, not the notebooks' 127.0.0.1:8080.
         stack.start(f"127.0.0.1:{stack.mlflow_port}")
-        clone = subprocess.run(
-            [*INVOKE, "clone"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=STACK_TIMEOUT_S,
-            check=False,
-        )
-        assert clone.returncode == 0, clone.stderr
+        run_invoke(env, "clone", timeout=STACK_TIMEOUT_S)
         yield stack
     finally:
         stack.compose("down", "--volumes", "--remove-orphans")
@@ -356,22 +342,14 @@ def held_port() -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
-def run_invoke(env: dict[str, str], *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+def timed_invoke(env: dict[str, str], *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
-    result = subprocess.run(
-        [*INVOKE, *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=VERIFY_TIMEOUT_S,
-        check=False,
-    )
+    result = run_invoke(env, *args, check=False, timeout=VERIFY_TIMEOUT_S)
     return result, time.monotonic() - started
 
 
 def doctor_checks(env: dict[str, str]) -> tuple[int, dict[str, dict[str, Any]]]:
-    result, _ = run_invoke(env, "doctor", "--json")
+    result, _ = timed_invoke(env, "doctor", "--json")
     return result.returncode, {c["name"]: c for c in json.loads(result.stdout)["checks"]}
 
 
@@ -402,14 +380,14 @@ def test_up_fails_within_5_s_on_a_failed_check_and_touches_nothing(
     lab: Lab, held_port: int
 ) -> None:
     before = container_ids(lab)
-    taken, elapsed = run_invoke({**lab.env, "LAB_MLFLOW_PORT": str(held_port)}, "up")
+    taken, elapsed = timed_invoke({**lab.env, "LAB_MLFLOW_PORT": str(held_port)}, "up")
     assert taken.returncode == 1
     assert elapsed < 5, elapsed
     assert taken.stderr.strip().startswith(f"error: port {held_port} (LAB_MLFLOW_PORT)")
     assert taken.stderr.strip().count("\n") == 0
 
     no_engine = {**lab.env, "DOCKER_HOST": f"unix://{lab.state_dir}/no-such-docker.sock"}
-    down, elapsed = run_invoke(no_engine, "up")
+    down, elapsed = timed_invoke(no_engine, "up")
     assert down.returncode == 1
     assert elapsed < 5, elapsed
     assert "error: the Docker engine is not running or not reachable: start it" in down.stderr
