@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
+
+from mlflow_lab import settings
 from mlflow_lab.ports import free_port
 
-__all__ = ["free_port", "wait_until"]
+__all__ = ["free_port", "isolate_settings", "wait_until"]
+
+
+def isolate_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Settings from a temp state dir, a fixed token and no .env: nothing from this machine."""
+    for name in settings.SETTING_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("LAB_JUPYTER_TOKEN", "t" * 48)
+    monkeypatch.setattr(settings, "ENV_FILE", tmp_path / "no.env")
 
 
 def wait_until(

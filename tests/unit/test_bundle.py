@@ -17,6 +17,7 @@ import pytest
 from mlflow_lab import bundle, course, engine, images, settings
 from mlflow_lab.errors import LabError
 from tests.e2e.conftest import PROJECT_ROOT
+from tests.helpers import isolate_settings
 
 CODEC = bundle.CODECS[0]
 IMAGES_DATA = bytes(range(256)) * 9000  # several chunks' worth, not a multiple of 512
@@ -32,12 +33,8 @@ def fake_images() -> tuple[bundle.Image, ...]:
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in settings.SETTING_NAMES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("LAB_JUPYTER_TOKEN", "t" * 48)
+    isolate_settings(monkeypatch, tmp_path)
     monkeypatch.setenv("LAB_REPO_URL", URL)
-    monkeypatch.setattr(settings, "ENV_FILE", tmp_path / "no.env")
 
 
 def git(*args: str, cwd: Path | None = None) -> str:

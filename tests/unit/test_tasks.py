@@ -16,6 +16,7 @@ from invoke.runners import Result
 import tasks
 from mlflow_lab import course, engine, images, local_http, settings, stack, startup
 from mlflow_lab.errors import LabError
+from tests.helpers import isolate_settings
 
 PS_HEALTHY = "\n".join(
     json.dumps({"Service": s, "State": "running", "Health": "healthy", "Name": f"lab-{s}-1"})
@@ -26,11 +27,7 @@ PS_HEALTHY = "\n".join(
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Settings from a temp state dir and no .env; no Docker behind any check."""
-    for name in settings.SETTING_NAMES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("LAB_JUPYTER_TOKEN", "t" * 48)
-    monkeypatch.setattr(settings, "ENV_FILE", tmp_path / "no.env")
+    isolate_settings(monkeypatch, tmp_path)
     monkeypatch.setattr(engine, "compose_command", lambda: "docker compose")
     monkeypatch.setattr(engine, "engine_version", lambda: "28.0")
     monkeypatch.setattr(stack, "preflight", lambda lab: None)
