@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import uuid
 
 import requests
 
@@ -194,8 +195,18 @@ def test_notebook_side_survives_an_mlflow_crash_and_restart(lab: Lab) -> None:
     assert round_trip(lab)["artifact_ok"] is True
 
 
-def test_a_logged_run_survives_down_and_up(lab: Lab) -> None:
+def test_a_logged_run_and_a_saved_notebook_survive_down_and_up(lab: Lab) -> None:
     result = round_trip(lab)
+    name = f"kept-{uuid.uuid4().hex[:8]}.ipynb"
+    notebook = f"{lab.jupyter_url}/api/contents/{name}"
+    content = {"cells": [], "metadata": {"marker": name}, "nbformat": 4, "nbformat_minor": 5}
+    saved = requests.put(
+        notebook,
+        json={"type": "notebook", "format": "json", "content": content},
+        params={"token": lab.token},
+        timeout=10,
+    )
+    assert saved.status_code in (200, 201), saved.text
     lab.invoke("down")
     stopped = lab.status()
     assert stopped["ready"] is False
@@ -214,5 +225,7 @@ def test_a_logged_run_survives_down_and_up(lab: Lab) -> None:
         " artifact_path='note.txt')).read())",
     )
     assert back.startswith("hello from the notebook side")
+    reopened = requests.get(notebook, params={"token": lab.token}, timeout=10)
+    assert reopened.json()["content"]["metadata"]["marker"] == name
     # The token is kept across down/up: open tabs and bookmarks keep working.
     assert lab.status()["services"]["jupyter"]["token"] == lab.token
