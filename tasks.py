@@ -17,15 +17,16 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from mlflow_lab import backup as lab_backup
-from mlflow_lab import bundle as bundle_module
-from mlflow_lab import doctor as doctor_module
-from mlflow_lab import images, settings, stack
-from mlflow_lab import lock as lock_module
-from mlflow_lab import screenshots as screenshots_module
-from mlflow_lab import verify as verify_module
-from mlflow_lab.compose import Compose
-from mlflow_lab.errors import LabError
+from mlflow_lab.core import settings
+from mlflow_lab.core.errors import LabError
+from mlflow_lab.lab import backup as lab_backup
+from mlflow_lab.lab import bundle as bundle_module
+from mlflow_lab.lab import doctor as doctor_module
+from mlflow_lab.lab import images, stack
+from mlflow_lab.lab import lock as lock_module
+from mlflow_lab.lab import screenshots as screenshots_module
+from mlflow_lab.lab import verify as verify_module
+from mlflow_lab.lab.compose import Compose
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -122,7 +123,7 @@ def clone(c: Context) -> None:
 @_one_line_errors
 def bench(c: Context, rounds: int = 3, smoke: bool = False, cold: bool = False) -> None:
     """Benchmark the lab against a bare `mlflow server`; prints a table of figures and ratios."""
-    from mlflow_lab import bench as bench_module
+    from mlflow_lab.lab import bench as bench_module
 
     print(bench_module.run(c, settings.load(), rounds=rounds, smoke=smoke, cold=cold))
 

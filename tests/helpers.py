@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-from mlflow_lab import settings
-from mlflow_lab.ports import free_port
+from mlflow_lab import PROJECT_ROOT
+from mlflow_lab.core import settings
+from mlflow_lab.core.ports import free_port
 
-__all__ = ["free_port", "isolate_settings", "wait_until"]
+__all__ = ["container_module", "free_port", "isolate_settings", "wait_until"]
 
 
 def isolate_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -37,3 +41,15 @@ def wait_until(
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not reached within {timeout} s")
         time.sleep(interval)
+
+
+def container_module(image: str, name: str) -> ModuleType:
+    """A module that runs inside an image (docker/IMAGE/NAME.py), imported for its tests."""
+    path = PROJECT_ROOT / "docker" / image / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # Registered first: dataclasses and pickling look the module up by name.
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,1 @@
+"""What both modes share: settings, errors, the one Docker gateway, local HTTP, ports, versions."""

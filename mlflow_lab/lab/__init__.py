@@ -1,0 +1,1 @@
+"""The single-machine lab: one machine, one MLflow, one JupyterLab (compose.yaml)."""
