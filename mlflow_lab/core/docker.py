@@ -234,6 +234,37 @@ def stream(
     return result
 
 
+def call_lines(
+    argv: Sequence[str],
+    *,
+    on_line: Callable[[str], None],
+    env: Mapping[str, str] | None = None,
+) -> Result:
+    """A long Docker program (a build) whose output lines (stdout and stderr merged) go
+    to `on_line` as they come; the result keeps the last lines for the failure message."""
+    full_env = {**os.environ, **env} if env is not None else None
+    tail: list[str] = []
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            bufsize=1,
+        )
+    except FileNotFoundError:
+        raise LabError(f"{argv[0]} is not installed: install Docker Engine first") from None
+    with proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            tail = [*tail[-199:], line]
+            on_line(line.rstrip("\n"))
+        code = proc.wait()
+    return Result(tuple(argv), code, "", "".join(tail))
+
+
 def docker_argv(*args: str) -> list[str]:
     """The argv of `docker ARGS`, for `stream`."""
     return [_docker_binary(), *args]
@@ -417,30 +448,9 @@ class Compose:
         except KeyboardInterrupt:
             return 130
 
-    def logged(
-        self, *args: str, log: IO[str], on_line: Callable[[str], None] | None = None
-    ) -> Result:
-        """`docker compose ARGS` with every output line written to `log` (and shown to
-        `on_line`); the result keeps the last lines for the failure message."""
-        full_env = {**os.environ, **self.env}
-        tail: list[str] = []
-        with subprocess.Popen(
-            self.argv(*args),
-            env=full_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            bufsize=1,
-        ) as proc:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                log.write(line)
-                tail = [*tail[-199:], line]
-                if on_line is not None:
-                    on_line(line.rstrip("\n"))
-            code = proc.wait()
-        return Result(tuple(self.argv(*args)), code, "", "".join(tail))
+    def logged(self, *args: str, on_line: Callable[[str], None]) -> Result:
+        """`docker compose ARGS` with each output line handed to `on_line` as it comes."""
+        return call_lines(self.argv(*args), on_line=on_line, env=self.env)
 
     def containers(self, services: Iterable[str]) -> dict[str, str]:
         """Container ID of each of `services` (this project's, no one-off runs).

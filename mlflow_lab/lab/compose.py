@@ -1,133 +1,108 @@
-"""Running Docker Compose on the lab's compose.yaml with the lab's settings."""
+"""The lab's compose project: compose.yaml run through the Docker gateway with the settings.
+
+The lab's facts that compose.yaml states (its services, their images, the ports inside
+the containers, the mounts) are read from compose.yaml here, not written again.
+"""
 
 from __future__ import annotations
 
-import json
 import re
-import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
 
-from invoke.context import Context
-from invoke.runners import Result
+import yaml
 
 from mlflow_lab import COMPOSE_FILE
-from mlflow_lab.core import engine
+from mlflow_lab.core import docker
+from mlflow_lab.core.docker import DockerError, Result
 from mlflow_lab.core.errors import LabError
 from mlflow_lab.core.settings import Settings
 
-SERVICES = ("mlflow", "jupyter")
+MLFLOW = "mlflow"
+JUPYTER = "jupyter"
+_INTERPOLATION = re.compile(r"\$\{[A-Z0-9_]+(?::?-([^}]*))?\}")
 
 
-@dataclass
-class Compose:
-    ctx: Context
+@cache
+def spec() -> dict[str, Any]:
+    """compose.yaml as data (interpolations left as written)."""
+    loaded = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    if not isinstance(loaded, dict):
+        raise LabError(f"{COMPOSE_FILE.name} is not a compose file: restore it from git")
+    return loaded
+
+
+def services() -> tuple[str, ...]:
+    """The lab's services, in compose.yaml's order (MLflow first: Jupyter builds on it)."""
+    return tuple(spec()["services"])
+
+
+def image_repository(service: str) -> str:
+    """`mlflow-lab/mlflow` for `image: mlflow-lab/mlflow:${LAB_IMAGE_TAG:-latest}`."""
+    return str(spec()["services"][service]["image"]).split(":", 1)[0]
+
+
+def container_port(service: str) -> int:
+    """The port the service listens on inside its container (the published target)."""
+    published = str(spec()["services"][service]["ports"][0])
+    return int(_INTERPOLATION.sub("x", published).rsplit(":", 1)[-1])
+
+
+def mount_target(service: str, volume: str) -> str:
+    """Where `volume` (a named volume or a bind source's last part) is mounted."""
+    for entry in spec()["services"][service]["volumes"]:
+        source, target = str(entry).split(":")[:2]
+        if source == volume or source.endswith(f"/{volume}"):
+            return target
+    raise LabError(f"compose.yaml mounts no {volume} in {service}: restore it from git")
+
+
+SERVICES = services()
+
+
+@dataclass(frozen=True)
+class LabCompose:
+    """The lab's compose project for these settings (plus build-time variables)."""
+
     settings: Settings
-    extra_env: dict[str, str] = field(default_factory=dict)
+    extra_env: Mapping[str, str] = field(default_factory=dict)
 
     @property
-    def env(self) -> dict[str, str]:
-        return {**self.settings.compose_env(), **self.extra_env}
+    def project(self) -> docker.Compose:
+        env = {**self.settings.compose_env(), **self.extra_env}
+        return docker.Compose(COMPOSE_FILE, self.settings.project, env)
 
-    def command(self, args: str) -> str:
-        return (
-            f"{engine.compose_command()} -f {shlex.quote(str(COMPOSE_FILE))} "
-            f"-p {self.settings.project} {args}"
-        )
-
-    def run(
-        self, args: str, *, hide: bool = False, warn: bool = False, pty: bool = False
-    ) -> Result:
-        result = self.ctx.run(self.command(args), env=self.env, hide=hide, warn=True, pty=pty)
-        assert result is not None  # invoke returns None only for disown=True
-        if result.failed and not warn:
-            raise LabError(_failure_line(args, result))
-        return result
+    def run(self, *args: str, check: bool = True, timeout: float = 600) -> Result:
+        return self.project.run(*args, check=check, timeout=timeout)
 
     def services(self) -> dict[str, dict[str, str]]:
-        """State and health of each service's container, from `compose ps`."""
-        result = self.run("ps --all --format json", hide=True)
-        found: dict[str, dict[str, str]] = {}
-        for item in _json_items(result.stdout):
-            found[str(item.get("Service"))] = {
-                "state": str(item.get("State", "")),
-                "health": str(item.get("Health", "")),
-                "container": str(item.get("Name", "")),
-            }
-        return found
+        """State, health and container name of each service."""
+        return self.project.states()
 
     def container_ids(self) -> dict[str, str]:
-        """Container ID of each service (this project's, no one-off runs).
+        return self.project.containers(SERVICES)
 
-        Asks the engine directly: a `compose ps` costs compose's start-up, and this is on
-        the path of every `invoke up`.
-        """
-        fmt = '{{.Label "com.docker.compose.service"}} {{.ID}}'
-        result = self.ctx.run(
-            "docker ps --all --no-trunc"
-            f" --filter label=com.docker.compose.project={self.settings.project}"
-            " --filter label=com.docker.compose.oneoff=False"
-            f" --format {shlex.quote(fmt)}",
-            hide=True,
-            warn=True,
-        )
-        found: dict[str, str] = {}
-        for line in (result.stdout if result is not None and result.ok else "").splitlines():
-            service, _, container = line.strip().partition(" ")
-            if service in SERVICES and container:
-                found[service] = container
-        return found
-
-    def exec(self, service: str, command: str) -> Result:
-        """Run a shell-quoted command in the service's running container, output captured."""
+    def container(self, service: str) -> str:
         container = self.container_ids().get(service)
         if container is None:
             raise LabError(
                 f"the {service} container does not exist: start the lab with `invoke up`"
             )
-        result = self.ctx.run(f"docker exec {container} {command}", hide=True, warn=True)
-        assert result is not None  # invoke returns None only for disown=True
-        return result
+        return container
+
+    def exec(
+        self, service: str, *argv: str, input: str | None = None, timeout: float = 300
+    ) -> Result:
+        """A command in the service's running container, output captured, not checked."""
+        return docker.exec_in(self.container(service), *argv, input=input, timeout=timeout)
 
     def image(self, service: str) -> str:
-        return f"mlflow-lab/{service}:{self.settings.image_tag}"
+        return f"{image_repository(service)}:{self.settings.image_tag}"
+
+    def running(self) -> bool:
+        return self.project.running()
 
 
-def _json_items(text: str) -> list[dict[str, object]]:
-    # Compose v2.21+ prints one JSON object per line; older v2 printed one array.
-    text = text.strip()
-    if not text:
-        return []
-    if text.startswith("["):
-        loaded = json.loads(text)
-        return [item for item in loaded if isinstance(item, dict)]
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def says_disk_full(result: Result) -> bool:
-    return "no space left on device" in f"{result.stderr}\n{result.stdout}".lower()
-
-
-def disk_full_line(detail: str = "") -> str:
-    return (
-        f"the disk is full{detail}: free space (e.g. `docker system prune`) and run the "
-        "command again; no lab data was touched"
-    )
-
-
-def last_line(result: Result) -> str:
-    """The last line that says something, from the errors first (progress colours removed)."""
-    for stream in (result.stderr, result.stdout):
-        lines = [line.strip() for line in ANSI_ESCAPE.sub("", stream or "").splitlines()]
-        said = [line for line in lines if line]
-        if said:
-            return said[-1]
-    return f"exit code {result.exited}"
-
-
-def _failure_line(args: str, result: Result) -> str:
-    if says_disk_full(result):
-        return disk_full_line()
-    return f"`docker compose {args.split()[0]}` failed: {last_line(result)}"
+__all__ = ["SERVICES", "DockerError", "LabCompose"]

@@ -7,14 +7,13 @@ import os
 import shutil
 import subprocess
 
-from invoke.context import Context
-from invoke.runners import Result
-
 from mlflow_lab import PROJECT_ROOT
-from mlflow_lab.core import engine, versions
+from mlflow_lab.core import docker, versions
+from mlflow_lab.core.docker import Result
 from mlflow_lab.core.errors import LabError
+from mlflow_lab.core.progress import Step, Steps
 from mlflow_lab.core.settings import Settings
-from mlflow_lab.lab.compose import Compose, disk_full_line, last_line, says_disk_full
+from mlflow_lab.lab.compose import SERVICES, LabCompose
 
 BUILD_DIR = PROJECT_ROOT / ".lab-build"
 BASE_RECIPE = PROJECT_ROOT / "docker" / "base" / "build.sh"
@@ -48,34 +47,16 @@ def inputs_digest(service: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def _docker(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
 def image_label(image: str, label: str = INPUTS_LABEL) -> str | None:
     """The image's label value, "" when unlabelled, None when the image is absent."""
-    result = _docker(
-        "image", "inspect", "--format", f'{{{{index .Config.Labels "{label}"}}}}', image
-    )
-    if result.returncode != 0:
-        return None
-    value = result.stdout.strip()
-    return "" if value == "<no value>" else value
+    return docker.image_label(image, label)
 
 
-def image_id(image: str) -> str | None:
-    """The image's ID (sha256:...), None when the image is absent."""
-    result = _docker("image", "inspect", "--format", "{{.Id}}", image)
-    return result.stdout.strip() if result.returncode == 0 else None
-
-
-def stale_images(compose: Compose) -> list[str]:
+def stale_images(compose: LabCompose) -> list[str]:
     """Services whose image is missing or was built from other inputs than the tree's."""
     return [
         service
-        for service in ("mlflow", "jupyter")
+        for service in SERVICES
         if image_label(compose.image(service)) != inputs_digest(service)
     ]
 
@@ -86,26 +67,27 @@ def local_base_tag() -> str:
 
 
 def _can_use(image: str) -> bool:
-    if image_label(image) is not None:
-        return True
-    try:
-        return _docker("pull", image, timeout=PULL_TIMEOUT_S).returncode == 0
-    except subprocess.TimeoutExpired:
-        return False
+    return image_label(image) is not None or docker.pull(image, timeout=PULL_TIMEOUT_S)
 
 
-def _ensure_mmdebstrap(ctx: Context) -> None:
+def _apt_install(package: str) -> bool:
+    install = ["apt-get", "install", "-y", "--no-install-recommends", package]
+    for argv in (install, ["apt-get", "update"], install):
+        try:
+            done = subprocess.run(argv, capture_output=True, timeout=600, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        if done.returncode == 0 and argv is install:
+            return True
+    return shutil.which(package) is not None
+
+
+def _ensure_mmdebstrap() -> None:
     if shutil.which("mmdebstrap"):
         return
     if shutil.which("apt-get") and os.geteuid() == 0:
         print("mmdebstrap is missing: installing it from Debian packages")
-        result = ctx.run(
-            "apt-get install -y --no-install-recommends mmdebstrap || "
-            "(apt-get update && apt-get install -y --no-install-recommends mmdebstrap)",
-            hide=True,
-            warn=True,
-        )
-        if result is not None and result.ok:
+        if _apt_install("mmdebstrap"):
             return
     raise LabError(
         "building the local base image needs mmdebstrap: install it "
@@ -113,7 +95,7 @@ def _ensure_mmdebstrap(ctx: Context) -> None:
     )
 
 
-def ensure_base_image(ctx: Context, settings: Settings) -> str:
+def ensure_base_image(settings: Settings, steps: Steps | None = None) -> str:
     """The base image to build on, building the local one from Debian packages if needed."""
     choice = settings.base_image
     if choice not in ("auto", "local"):
@@ -134,17 +116,16 @@ def ensure_base_image(ctx: Context, settings: Settings) -> str:
     tag = local_base_tag()
     if image_label(tag) is not None:
         return tag
-    _ensure_mmdebstrap(ctx)
-    print(f"Building {tag} from Debian packages (about 30 s)...")
+    _ensure_mmdebstrap()
     mirror_env = {"LAB_DEBIAN_MIRROR": settings.debian_mirror} if settings.debian_mirror else {}
-    result = ctx.run(f"sh {BASE_RECIPE} {tag}", hide="stdout", warn=True, env=mirror_env)
-    if result is None or result.failed:
-        lines = result.stderr.strip().splitlines() if result is not None else []
-        tail = lines[-1] if lines else "no output"
-        raise LabError(
-            f"building the local base image failed ({tail}): check that the Debian mirror "
-            "(LAB_DEBIAN_MIRROR) is reachable and the disk has space"
-        )
+    steps = steps or build_steps(settings)
+    with steps.step(f"Base image {tag} from Debian packages") as step:
+        result = docker.call_lines(["sh", str(BASE_RECIPE), tag], on_line=step.line, env=mirror_env)
+        if not result.ok:
+            raise LabError(
+                f"building the local base image failed ({result.last_line()}): check that the "
+                "Debian mirror (LAB_DEBIAN_MIRROR) is reachable and the disk has space"
+            )
     return tag
 
 
@@ -178,36 +159,55 @@ def prepare_build_context(settings: Settings) -> dict[str, str]:
     }
     if _place_wheels(settings):
         build_env["TORCH_INDEX_URL"] = ""
-    if not engine.has_buildx():
+    if not docker.has_buildx():
         # Without buildx, Compose falls back to the classic builder anyway; saying so
         # up front avoids its warning. The Dockerfiles work with both builders.
         build_env["DOCKER_BUILDKIT"] = "0"
     return build_env
 
 
-def _build_failure(service: str, result: Result) -> str:
+BUILD_LOG = "build.log"
+
+
+def build_steps(settings: Settings, *, verbose: bool = False) -> Steps:
+    """The build display: one line a step; the whole log in the state dir."""
+    return Steps(settings.state_dir / BUILD_LOG, verbose=verbose)
+
+
+def _build_failure(service: str, result: Result, log: str) -> str:
     # A build step that runs out of space does not always say so (pip's and venv's
     # errors can hide it), so the engine's disk is looked at too.
-    where, free = engine.free_space(engine.docker_root())
-    if says_disk_full(result) or free < LOW_DISK_BYTES:
-        return disk_full_line(f" ({free / 1024**3:.1f} GiB free on {where})")
+    where, free = docker.free_space()
+    if result.disk_full() or free < LOW_DISK_BYTES:
+        return docker.disk_full_line(f" ({free / 1024**3:.1f} GiB free on {where})")
     return (
-        f"building the {service} image failed: {last_line(result)}: see the output above, "
-        "fix it, then run the command again"
+        f"building the {service} image failed: {result.last_line()}: the full log is in "
+        f"{log}; fix it, then run the command again"
+    )
+
+
+def _build_one(compose: LabCompose, service: str, step: Step, *, no_cache: bool) -> Result:
+    return compose.project.logged(
+        "build", *(["--no-cache"] if no_cache else []), service, on_line=step.line
     )
 
 
 def build(
-    ctx: Context, settings: Settings, services: list[str] | None = None, *, no_cache: bool = False
+    settings: Settings,
+    services: list[str] | None = None,
+    *,
+    no_cache: bool = False,
+    verbose: bool = False,
 ) -> None:
-    """Build the images (both by default); the MLflow image first, Jupyter builds on it."""
-    todo = services or ["mlflow", "jupyter"]
-    base = ensure_base_image(ctx, settings)
+    """Build the images (all by default) in compose.yaml's order: Jupyter builds on MLflow."""
+    todo = services or list(SERVICES)
+    steps = build_steps(settings, verbose=verbose)
+    base = ensure_base_image(settings, steps)
     build_env = {**prepare_build_context(settings), "BASE_IMAGE": base}
-    compose = Compose(ctx, settings, extra_env=build_env)
-    for service in ("mlflow", "jupyter"):
+    compose = LabCompose(settings, extra_env=build_env)
+    for service in SERVICES:
         if service in todo:
-            print(f"Building the {service} image (base: {base})...")
-            result = compose.run(f"build {'--no-cache ' if no_cache else ''}{service}", warn=True)
-            if result.failed:
-                raise LabError(_build_failure(service, result))
+            with steps.step(f"The {service} image (on {base})") as step:
+                result = _build_one(compose, service, step, no_cache=no_cache)
+                if not result.ok:
+                    raise LabError(_build_failure(service, result, str(steps.log_path)))

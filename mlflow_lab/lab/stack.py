@@ -6,17 +6,13 @@ import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from invoke.context import Context
-
-from mlflow_lab.core import engine
+from mlflow_lab.core import docker
 from mlflow_lab.core import http as local_http
 from mlflow_lab.core.errors import LabError
 from mlflow_lab.core.settings import Settings
 from mlflow_lab.lab import course, doctor, images, startup
-from mlflow_lab.lab.compose import SERVICES, Compose
-
-# What the lab guide's notebooks call; inside the Jupyter container it reaches MLflow.
-NOTEBOOK_TRACKING_URI = "http://127.0.0.1:8080"
+from mlflow_lab.lab.compose import SERVICES, LabCompose
+from mlflow_lab.lab.layout import NOTEBOOK_TRACKING_URI
 
 
 def preflight(settings: Settings) -> None:
@@ -24,16 +20,16 @@ def preflight(settings: Settings) -> None:
     doctor.require(settings)
 
 
-def up(ctx: Context, settings: Settings, *, build: bool = True) -> None:
+def up(settings: Settings, *, build: bool = True, verbose: bool = False) -> None:
     preflight(settings)
-    compose = Compose(ctx, settings)
+    compose = LabCompose(settings)
     stale = images.stale_images(compose)
     if stale:
         if not build:
             raise LabError(
                 f"the {' and '.join(stale)} image is missing or out of date: run `invoke build`"
             )
-        images.build(ctx, settings, stale)
+        images.build(settings, stale, verbose=verbose)
     # Docker would create the bind-mount source as root if it were missing.
     settings.course_cache_dir.mkdir(parents=True, exist_ok=True)
     bundled, has_course = _start_with_bundled_lab(compose, course.repo_name(settings.repo_url))
@@ -45,7 +41,7 @@ def up(ctx: Context, settings: Settings, *, build: bool = True) -> None:
     print_ready(settings)
 
 
-def _start_with_bundled_lab(compose: Compose, course_name: str) -> tuple[str, bool]:
+def _start_with_bundled_lab(compose: LabCompose, course_name: str) -> tuple[str, bool]:
     """Start the lab; the bundled lab's line, and whether the course repo is in place.
 
     The bundled lab goes into the workspace as soon as Jupyter answers, while MLflow
@@ -67,16 +63,16 @@ def _start_with_bundled_lab(compose: Compose, course_name: str) -> tuple[str, bo
             startup.wait_ready(compose, ids, on_answer)
     except startup.NotReady as exc:
         # No half-started stack: stop what came up; volumes (the students' data) stay.
-        compose.run("stop", hide=True, warn=True)
+        compose.run("stop", check=False)
         raise LabError(f"{exc}: see `invoke logs`, fix it, then `invoke up` again") from None
     return placing[0].result()
 
 
-def bundled_lab_line(compose: Compose) -> str:
+def bundled_lab_line(compose: LabCompose) -> str:
     return f"Bundled lab: {course.place_bundled_lab(compose)}"
 
 
-def course_lines(compose: Compose, settings: Settings) -> list[str]:
+def course_lines(compose: LabCompose, settings: Settings) -> list[str]:
     """What placing the course repo did; warnings start with 'warning:'."""
     return [
         line if line.startswith("warning:") else f"Course repo: {line}"
@@ -84,7 +80,7 @@ def course_lines(compose: Compose, settings: Settings) -> list[str]:
     ]
 
 
-def place_material(compose: Compose, settings: Settings) -> None:
+def place_material(compose: LabCompose, settings: Settings) -> None:
     """Bundled lab and course repo, fetched again (`invoke clone`)."""
     for line in [bundled_lab_line(compose), *course_lines(compose, settings)]:
         print(line)
@@ -97,11 +93,11 @@ def print_ready(settings: Settings) -> None:
     print(f'Notebooks use mlflow.set_tracking_uri("{NOTEBOOK_TRACKING_URI}").')
 
 
-def down(ctx: Context, settings: Settings) -> None:
-    engine.engine_version()
+def down(settings: Settings) -> None:
+    docker.engine_version()
     # Stopped, not removed: the next `up` starts the same containers without creating
     # them again (`destroy` removes them).
-    Compose(ctx, settings).run("stop")
+    LabCompose(settings).run("stop")
     print("The lab is stopped; its data is kept. `invoke up` starts it again.")
 
 
@@ -114,8 +110,8 @@ def confirm(question: str, yes: bool) -> bool:
     return answer.strip().lower() == "yes"
 
 
-def destroy(ctx: Context, settings: Settings, *, yes: bool) -> None:
-    engine.engine_version()
+def destroy(settings: Settings, *, yes: bool) -> None:
+    docker.engine_version()
     question = (
         f"This deletes the lab '{settings.project}' with all its runs, artifacts and the "
         "students' notebooks."
@@ -123,14 +119,14 @@ def destroy(ctx: Context, settings: Settings, *, yes: bool) -> None:
     if not confirm(question, yes):
         print("Nothing was deleted.")
         return
-    Compose(ctx, settings).run("down --volumes --remove-orphans")
+    LabCompose(settings).run("down", "--volumes", "--remove-orphans")
     print("The lab's containers and volumes are deleted; the images are kept.")
 
 
-def status(ctx: Context, settings: Settings) -> dict[str, Any]:
+def status(settings: Settings) -> dict[str, Any]:
     """Each service's URL, container state, health, and whether it really answers."""
-    engine.engine_version()
-    compose = Compose(ctx, settings)
+    docker.engine_version()
+    compose = LabCompose(settings)
     states = compose.services()
     probes = startup.probe_urls(compose)
     report: dict[str, Any] = {"project": settings.project, "services": {}}
@@ -162,11 +158,11 @@ def format_status(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def logs(ctx: Context, settings: Settings, service: str | None, follow: bool, tail: int) -> None:
+def logs(settings: Settings, service: str | None, follow: bool, tail: int) -> None:
     if service is not None and service not in SERVICES:
         raise LabError(f"no service named {service!r}: use one of {', '.join(SERVICES)}")
-    engine.engine_version()
-    args = (
-        f"logs --tail {tail}" + (" --follow" if follow else "") + (f" {service}" if service else "")
-    )
-    Compose(ctx, settings).run(args, pty=follow)
+    docker.engine_version()
+    args = ["logs", "--tail", str(tail), *(["--follow"] if follow else []), *filter(None, [service])]
+    code = LabCompose(settings).project.attached(*args)
+    if code not in (0, 130):
+        raise LabError(f"`docker compose logs` failed (exit code {code}): see the lines above")

@@ -9,15 +9,15 @@ the lab is ready when the slower of the two is, not after both in turn.
 
 from __future__ import annotations
 
-import shlex
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from mlflow_lab.core import docker
 from mlflow_lab.core import http as local_http
 from mlflow_lab.core.errors import LabError
-from mlflow_lab.lab.compose import SERVICES, Compose
+from mlflow_lab.lab.compose import SERVICES, LabCompose
 
 READY_TIMEOUT_S = 300
 # Readiness is seen within this of happening: the services start in about 1.5 s.
@@ -41,20 +41,17 @@ class State:
     health: str  # starting, healthy, unhealthy; "" for no healthcheck
 
 
-def start(compose: Compose) -> dict[str, str]:
+def start(compose: LabCompose) -> dict[str, str]:
     """Create (or recreate what changed) with compose, then start both containers at once."""
-    compose.run("up --no-start --remove-orphans", hide=True)
+    compose.run("up", "--no-start", "--remove-orphans")
     ids = compose.container_ids()
     missing = [service for service in SERVICES if service not in ids]
     if missing:
         raise NotReady(f"the {' and '.join(missing)} container was not created")
 
     def start_one(container: str) -> str | None:
-        result = compose.ctx.run(f"docker start {container}", hide=True, warn=True)
-        if result is None or result.ok:
-            return None
-        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
-        return lines[-1] if lines else f"exit code {result.exited}"
+        result = docker.run("start", container, check=False)
+        return None if result.ok else result.last_line()
 
     with ThreadPoolExecutor(max_workers=len(ids)) as pool:
         errors = dict(zip(ids, pool.map(start_one, ids.values()), strict=True))
@@ -64,13 +61,9 @@ def start(compose: Compose) -> dict[str, str]:
     return ids
 
 
-def states(compose: Compose, ids: dict[str, str]) -> dict[str, State]:
-    result = compose.ctx.run(
-        f"docker inspect --format {shlex.quote(STATE_FORMAT)} {' '.join(ids.values())}",
-        hide=True,
-        warn=True,
-    )
-    lines = result.stdout.splitlines() if result is not None and result.ok else []
+def states(ids: dict[str, str]) -> dict[str, State]:
+    result = docker.inspect(*ids.values(), fmt=STATE_FORMAT)
+    lines = result.stdout.splitlines() if result.ok else []
     found: dict[str, State] = {}
     for service, line in zip(ids, lines, strict=False):
         status, code, health = [*line.split(), "", "", ""][:3]
@@ -91,7 +84,7 @@ def problem(service: str, state: State | None) -> str | None:
     return None
 
 
-def probe_urls(compose: Compose) -> dict[str, str]:
+def probe_urls(compose: LabCompose) -> dict[str, str]:
     lab = compose.settings
     return {
         "mlflow": f"{lab.mlflow_url}/health",
@@ -100,7 +93,7 @@ def probe_urls(compose: Compose) -> dict[str, str]:
 
 
 def wait_ready(
-    compose: Compose, ids: dict[str, str], on_answer: Callable[[str], None] | None = None
+    compose: LabCompose, ids: dict[str, str], on_answer: Callable[[str], None] | None = None
 ) -> None:
     """Until each service answers on its published port and Docker calls it healthy.
 
@@ -122,7 +115,7 @@ def wait_ready(
                     on_answer(service)
         all_answer = answered == set(urls)
         if all_answer or now >= next_inspect:
-            found = states(compose, ids)
+            found = states(ids)
             for service in ids:
                 reason = problem(service, found.get(service))
                 if reason:
