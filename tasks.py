@@ -26,7 +26,7 @@ from mlflow_lab.lab import images, stack
 from mlflow_lab.lab import lock as lock_module
 from mlflow_lab.lab import screenshots as screenshots_module
 from mlflow_lab.lab import verify as verify_module
-from mlflow_lab.lab.compose import Compose
+from mlflow_lab.lab.compose import JUPYTER, SERVICES, LabCompose
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,47 +46,60 @@ def _one_line_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@task(help={"service": "Build only this image: mlflow or jupyter (default: both)."})
+VERBOSE_HELP = "Show the raw build log as it comes (it is always kept in the state dir)."
+
+
+@task(
+    help={
+        "service": f"Build only this image: {' or '.join(SERVICES)} (default: all).",
+        "verbose": VERBOSE_HELP,
+    }
+)
 @_one_line_errors
-def build(c: Context, service: str = "") -> None:
+def build(c: Context, service: str = "", verbose: bool = False) -> None:
     """Build the lab's images (and a local base image when no registry is reachable)."""
-    if service and service not in ("mlflow", "jupyter"):
-        raise LabError(f"no image named {service!r}: use mlflow or jupyter")
-    images.build(c, settings.load(), [service] if service else None)
+    if service and service not in SERVICES:
+        raise LabError(f"no image named {service!r}: use {' or '.join(SERVICES)}")
+    images.build(settings.load(), [service] if service else None, verbose=verbose)
 
 
-@task(help={"no_build": "Fail instead of building when an image is missing or out of date."})
+@task(
+    help={
+        "no_build": "Fail instead of building when an image is missing or out of date.",
+        "verbose": VERBOSE_HELP,
+    }
+)
 @_one_line_errors
-def up(c: Context, no_build: bool = False) -> None:
+def up(c: Context, no_build: bool = False, verbose: bool = False) -> None:
     """Start the lab (building what is missing), wait until it is ready, print the URLs."""
-    stack.up(c, settings.load(), build=not no_build)
+    stack.up(settings.load(), build=not no_build, verbose=verbose)
 
 
 @task
 @_one_line_errors
 def down(c: Context) -> None:
     """Stop the lab; every run, artifact and notebook is kept."""
-    stack.down(c, settings.load())
+    stack.down(settings.load())
 
 
 @task(help={"yes": "Do not ask for confirmation."})
 @_one_line_errors
 def destroy(c: Context, yes: bool = False) -> None:
     """Delete the lab's containers and volumes (all runs and notebooks); asks first."""
-    stack.destroy(c, settings.load(), yes=yes)
+    stack.destroy(settings.load(), yes=yes)
 
 
 @task(help={"json": "Print JSON (URLs, state, health, token) for scripts."})
 @_one_line_errors
 def status(c: Context, json_: bool = False) -> None:
     """Show each service's URL, state and health, and the Jupyter token."""
-    report = stack.status(c, settings.load())
+    report = stack.status(settings.load())
     print(json.dumps(report, indent=2) if json_ else stack.format_status(report))
 
 
 @task(
     help={
-        "service": "mlflow or jupyter (default: both).",
+        "service": f"{' or '.join(SERVICES)} (default: all).",
         "follow": "Keep printing new lines until Ctrl+C.",
         "tail": "How many past lines to show per service.",
     },
@@ -95,7 +108,7 @@ def status(c: Context, json_: bool = False) -> None:
 @_one_line_errors
 def logs(c: Context, service: str = "", follow: bool = False, tail: int = 200) -> None:
     """Show the services' logs."""
-    stack.logs(c, settings.load(), service or None, follow, tail)
+    stack.logs(settings.load(), service or None, follow, tail)
 
 
 @task
@@ -107,8 +120,8 @@ def clone(c: Context) -> None:
     diverged copy is backed up before it is replaced.
     """
     lab = settings.load()
-    compose = Compose(c, lab)
-    if compose.services().get("jupyter", {}).get("state") != "running":
+    compose = LabCompose(lab)
+    if compose.services().get(JUPYTER, {}).get("state") != "running":
         raise LabError("the lab is not running: start it with `invoke up`")
     stack.place_material(compose, lab)
 
@@ -125,14 +138,14 @@ def bench(c: Context, rounds: int = 3, smoke: bool = False, cold: bool = False) 
     """Benchmark the lab against a bare `mlflow server`; prints a table of figures and ratios."""
     from mlflow_lab.lab import bench as bench_module
 
-    print(bench_module.run(c, settings.load(), rounds=rounds, smoke=smoke, cold=cold))
+    print(bench_module.run(settings.load(), rounds=rounds, smoke=smoke, cold=cold))
 
 
 @task
 @_one_line_errors
 def lock(c: Context) -> None:
     """Re-resolve docker/constraints.txt (exact versions of both images) after a change."""
-    lock_module.lock(c, settings.load())
+    lock_module.lock(settings.load())
 
 
 @task(help={"json": "Print the results as JSON for scripts."})
@@ -144,7 +157,7 @@ def verify(c: Context, json_: bool = False) -> None:
     back, the UI, Jupyter and its kernel, the artifact store, the lab material, the
     ports. Exit code 0 only when every check passes.
     """
-    verify_module.show(c, settings.load(), as_json=json_)
+    verify_module.show(settings.load(), as_json=json_)
 
 
 @task(help={"json": "Print the results as JSON for scripts."})
@@ -165,7 +178,7 @@ def bundle(c: Context, output: str) -> None:
     Builds the images first when they are out of date and fetches the course repo
     when the network allows. On each classroom machine: `invoke load FILE`, then `up`.
     """
-    bundle_module.create(c, settings.load(), Path(output))
+    bundle_module.create(settings.load(), Path(output))
 
 
 @task(help={"file": "The bundle written by `invoke bundle`."})
@@ -194,7 +207,7 @@ def screenshots(c: Context, out: str = "", run_lab: bool = False) -> None:
     """
     lab = settings.load()
     folder = Path(out) if out else screenshots_module.DOCS_DIR
-    for path in screenshots_module.take(c, lab, folder, run_lab=run_lab):
+    for path in screenshots_module.take(lab, folder, run_lab=run_lab):
         print(f"wrote {path}")
 
 
@@ -204,7 +217,7 @@ def backup(c: Context, output: str = "") -> None:
     """Snapshot the running lab's runs, artifacts and notebooks into one file."""
     if not output:
         raise LabError("say where the backup goes: `invoke backup --output FILE`")
-    lab_backup.backup(c, settings.load(), Path(output))
+    lab_backup.backup(settings.load(), Path(output))
 
 
 @task(
@@ -214,7 +227,7 @@ def backup(c: Context, output: str = "") -> None:
 @_one_line_errors
 def restore(c: Context, file: str, yes: bool = False) -> None:
     """Replace the lab's runs, artifacts and notebooks with a backup's; asks first."""
-    lab_backup.restore(c, settings.load(), Path(file), yes=yes)
+    lab_backup.restore(settings.load(), Path(file), yes=yes)
 
 
 @task(

@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 
+from mlflow_lab.core import docker
 from mlflow_lab.core.settings import Settings
 
 
@@ -27,7 +28,7 @@ def is_free(address: str, port: int) -> bool:
     return True
 
 
-def _run(args: list[str]) -> str:
+def _ss(args: list[str]) -> str:
     try:
         result = subprocess.run(args, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
@@ -37,15 +38,8 @@ def _run(args: list[str]) -> str:
 
 def container_on_port(port: int) -> tuple[str, str] | None:
     """(container name, compose project) of a running container publishing `port`."""
-    listing = _run(
-        [
-            "docker",
-            "ps",
-            "--format",
-            '{{.Names}}\t{{.Label "com.docker.compose.project"}}\t{{.Ports}}',
-        ]
-    )
-    for line in listing.splitlines():
+    fmt = f'{{{{.Names}}}}\t{{{{.Label "{docker.PROJECT_LABEL}"}}}}\t{{{{.Ports}}}}'
+    for line in docker.containers({}, fmt, all=False):
         name, project, ports = [*line.split("\t"), "", ""][:3]
         if re.search(rf":{port}->", ports):
             return name, project
@@ -56,7 +50,7 @@ def process_on_port(port: int) -> str | None:
     """'name (pid N)' of a local process listening on `port`, where `ss` can tell."""
     if not shutil.which("ss"):
         return None
-    listing = _run(["ss", "-H", "-ltnp", f"sport = :{port}"])
+    listing = _ss(["ss", "-H", "-ltnp", f"sport = :{port}"])
     match = re.search(r'users:\(\("([^"]+)",pid=(\d+)', listing)
     return f"{match.group(1)} (pid {match.group(2)})" if match else None
 

@@ -11,7 +11,6 @@ import hashlib
 import io
 import json
 import os
-import shlex
 import sqlite3
 import subprocess
 import tarfile
@@ -20,13 +19,11 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from invoke.context import Context
-
-from mlflow_lab.core import engine
+from mlflow_lab.core import docker
 from mlflow_lab.core.errors import LabError
 from mlflow_lab.core.settings import Settings
-from mlflow_lab.lab import course, stack, startup
-from mlflow_lab.lab.compose import Compose
+from mlflow_lab.lab import layout, stack, startup
+from mlflow_lab.lab.compose import LabCompose
 
 FORMAT = "mlflow-lab-backup"
 VERSION = 1
@@ -50,7 +47,7 @@ class Part:
 PARTS = (
     Part("mlflow.db", "mlflow", "os.environ['LAB_MLFLOW_DB']", "sqlite"),
     Part("artifacts.tar", "mlflow", "os.environ['LAB_MLFLOW_ARTIFACTS']", "tree"),
-    Part("workspace.tar", "jupyter", repr(course.WORKSPACE), "tree"),
+    Part("workspace.tar", "jupyter", repr(layout.WORKSPACE), "tree"),
 )
 
 # sqlite3's backup API copies the database inside one read transaction: a consistent
@@ -138,15 +135,15 @@ def load_scripts() -> dict[str, str]:
     }
 
 
-def _compose_argv(compose: Compose, args: list[str]) -> list[str]:
-    return shlex.split(compose.command(shlex.join(args)))
+def _compose_argv(compose: LabCompose, args: list[str]) -> list[str]:
+    return compose.project.argv(*args)
 
 
 def _stream(
-    compose: Compose, args: list[str], *, stdin: Path | None = None, stdout: Path | None = None
+    compose: LabCompose, args: list[str], *, stdin: Path | None = None, stdout: Path | None = None
 ) -> None:
     """Run a compose command with binary stdin/stdout files; LabError with its last line."""
-    env = {**os.environ, **compose.env}
+    env = {**os.environ, **compose.project.env}
     with (
         open(stdin, "rb") if stdin else open(os.devnull, "rb") as source,
         open(stdout, "wb") if stdout else open(os.devnull, "wb") as target,
@@ -193,10 +190,10 @@ def _check_sqlite(path: Path) -> None:
         raise ValueError(f"the MLflow store fails its integrity check ({verdict})")
 
 
-def backup(ctx: Context, settings: Settings, output: Path) -> None:
+def backup(settings: Settings, output: Path) -> None:
     """Snapshot the running lab into `output` (written whole or not at all)."""
-    engine.engine_version()
-    compose = Compose(ctx, settings)
+    docker.engine_version()
+    compose = LabCompose(settings)
     states = compose.services()
     for service in ("mlflow", "jupyter"):
         if states.get(service, {}).get("state") != "running":
@@ -217,7 +214,7 @@ def backup(ctx: Context, settings: Settings, output: Path) -> None:
     print(f"Backup written to {output} ({output.stat().st_size // 1024} KiB).")
 
 
-def _write(compose: Compose, settings: Settings, output: Path) -> None:
+def _write(compose: LabCompose, settings: Settings, output: Path) -> None:
     # The temporary folder sits next to the output, so the final rename cannot cross disks.
     with tempfile.TemporaryDirectory(dir=output.parent, prefix=".lab-backup-") as tmp:
         parts: dict[str, dict[str, object]] = {}
@@ -299,11 +296,11 @@ def validate(archive: Path) -> dict[str, object]:
             ) from None
 
 
-def restore(ctx: Context, settings: Settings, archive: Path, *, yes: bool) -> None:
+def restore(settings: Settings, archive: Path, *, yes: bool) -> None:
     """Replace the lab's data with the backup's, then start the lab again."""
     archive = archive.expanduser().resolve()
     manifest = validate(archive)
-    engine.engine_version()
+    docker.engine_version()
     question = (
         f"This replaces every run, artifact and notebook of the lab '{settings.project}' "
         f"with the backup of {manifest.get('created')}."
@@ -312,12 +309,12 @@ def restore(ctx: Context, settings: Settings, archive: Path, *, yes: bool) -> No
         print("Nothing was changed.")
         return
     stack.preflight(settings)
-    compose = Compose(ctx, settings)
+    compose = LabCompose(settings)
     scripts = load_scripts()  # before the stack stops: nothing can fail in between
     with tempfile.TemporaryDirectory() as tmp:
         _unpack(archive, Path(tmp))
         # Stopped, so nothing writes while the volumes are replaced; the containers stay.
-        compose.run("stop", hide=True)
+        compose.run("stop")
         try:
             for part in PARTS:
                 args = ["run", "--rm", "--no-deps", "-T", "--user", "root", "--entrypoint"]
@@ -334,7 +331,7 @@ def restore(ctx: Context, settings: Settings, archive: Path, *, yes: bool) -> No
     try:
         startup.wait_ready(compose, startup.start(compose))
     except LabError as exc:
-        compose.run("stop", hide=True, warn=True)
+        compose.run("stop", check=False)
         raise LabError(
             f"the lab did not come back after the restore ({exc}): see `invoke logs`; the "
             "data is restored, `invoke up` starts it"

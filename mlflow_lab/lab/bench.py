@@ -20,16 +20,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from invoke.context import Context
-
 from mlflow_lab import PROJECT_ROOT
+from mlflow_lab.core import docker, ports, versions
 from mlflow_lab.core import http as local_http
-from mlflow_lab.core import ports, versions
 from mlflow_lab.core.errors import LabError
 from mlflow_lab.core.settings import Settings
 from mlflow_lab.lab import class_load, images
 from mlflow_lab.lab.class_load import Api
-from mlflow_lab.lab.compose import Compose
+from mlflow_lab.lab.compose import SERVICES, LabCompose
 
 NATIVE_VENV = images.BUILD_DIR / "bench-native-venv"
 NATIVE_PORT = 15999
@@ -114,9 +112,7 @@ def process_tree(root: int) -> list[int]:
 
 
 def container_pids(container: str) -> list[int]:
-    out = subprocess.run(
-        ["docker", "top", container, "-eo", "pid"], capture_output=True, text=True, check=True
-    ).stdout.split()[1:]
+    out = docker.run("top", container, "-eo", "pid").stdout.split()[1:]
     return [int(p) for p in out]
 
 
@@ -226,7 +222,7 @@ def _invoke(*args: str, env: dict[str, str]) -> float:
 
 
 def measure_stack(
-    ctx: Context, settings: Settings, rounds: int, calls: int, clients: int, batches: int
+    settings: Settings, rounds: int, calls: int, clients: int, batches: int
 ) -> tuple[Figures, float]:
     env = {
         **os.environ,
@@ -241,8 +237,7 @@ def measure_stack(
         _invoke("down", env=env)
         figures.up_s.append(_invoke("up", env=env))
     time.sleep(IDLE_SETTLE_S)
-    compose = Compose(ctx, settings)
-    containers = [info["container"] for info in compose.services().values()]
+    containers = list(LabCompose(settings).container_ids().values())
     figures.memory_mb = sum(pss_mb(container_pids(c)) for c in containers)
     figures.sequential_per_s = sequential_throughput(settings.mlflow_port, calls)
     (figures.concurrent_points_per_s, figures.concurrent_p99_s, figures.concurrent_errors) = (
@@ -253,36 +248,24 @@ def measure_stack(
 
 def image_sizes_mb(settings: Settings) -> dict[str, float]:
     sizes = {}
-    for service in ("mlflow", "jupyter"):
-        out = subprocess.run(
-            [
-                "docker",
-                "image",
-                "inspect",
-                "--format",
-                "{{.Size}}",
-                f"mlflow-lab/{service}:{settings.image_tag}",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        sizes[service] = int(out) / 1e6
+    compose = LabCompose(settings)
+    for service in SERVICES:
+        out = docker.run("image", "inspect", "--format", "{{.Size}}", compose.image(service))
+        sizes[service] = int(out.stdout.strip()) / 1e6
     return sizes
 
 
-def cold_build_s(ctx: Context, settings: Settings) -> float:
+def cold_build_s(settings: Settings) -> float:
     """Base image, MLflow and Jupyter images from nothing: new tags, no build cache."""
     tag = "bench-cold"
-    base = f"mlflow-lab/base:{tag}"
-    began = time.perf_counter()
-    ctx.run(f"sh {images.BASE_RECIPE} {base}", hide=True)
+    base = f"{images.LOCAL_BASE_REPO}:{tag}"
     cold = Settings(**{**settings.__dict__, "image_tag": tag, "base_image": base})
-    images.build(ctx, cold, no_cache=True)
+    began = time.perf_counter()
+    images.build_local_base(cold, base)
+    images.build(cold, no_cache=True)
     elapsed = time.perf_counter() - began
-    ctx.run(
-        f"docker rmi mlflow-lab/jupyter:{tag} mlflow-lab/mlflow:{tag} {base}", hide=True, warn=True
-    )
+    compose = LabCompose(cold)
+    docker.run("rmi", *(compose.image(s) for s in reversed(SERVICES)), base, check=False)
     return elapsed
 
 
@@ -290,7 +273,7 @@ def _ratio(ours: float, theirs: float) -> str:
     return f"{ours / theirs:.2f}x" if theirs else "n/a"
 
 
-def run(ctx: Context, user: Settings, *, rounds: int, smoke: bool, cold: bool) -> str:
+def run(user: Settings, *, rounds: int, smoke: bool, cold: bool) -> str:
     """Measure both sides; the stack runs as its own project, the user's lab is not touched."""
     check_prerequisites()
     calls, clients, batches = (50, 5, 5) if smoke else (300, class_load.CLIENTS, class_load.BATCHES)
@@ -311,11 +294,11 @@ def run(ctx: Context, user: Settings, *, rounds: int, smoke: bool, cold: bool) -
         )
         print(f"Lab stack '{settings.project}' ({rounds} rounds)...")
         try:
-            stack, running_up = measure_stack(ctx, settings, rounds, calls, clients, batches)
+            stack, running_up = measure_stack(settings, rounds, calls, clients, batches)
         finally:
-            Compose(ctx, settings).run("down --volumes --remove-orphans", hide=True, warn=True)
+            LabCompose(settings).run("down", "--volumes", "--remove-orphans", check=False)
     sizes = image_sizes_mb(user)
-    cold_s = cold_build_s(ctx, settings) if cold else None
+    cold_s = cold_build_s(settings) if cold else None
     up_ours, up_native = statistics.median(stack.up_s), statistics.median(native.up_s)
     rows = [
         (

@@ -35,14 +35,12 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO
 
-from invoke.context import Context
-
 from mlflow_lab import PROJECT_ROOT
-from mlflow_lab.core import engine, versions
+from mlflow_lab.core import docker, versions
 from mlflow_lab.core.errors import LabError
 from mlflow_lab.core.settings import Settings
 from mlflow_lab.lab import course, images
-from mlflow_lab.lab.compose import SERVICES, Compose
+from mlflow_lab.lab.compose import SERVICES, LabCompose
 
 FORMAT = "mlflow-lab-bundle"
 FORMAT_VERSION = 1
@@ -510,18 +508,18 @@ def _saved_images(names: list[str], codec: Codec, raw_bytes: list[int]) -> Itera
             raise LabError(f"{codec.name} failed ({_last_line(comp_err.read(), 'no output')})")
 
 
-def _bundled_images(ctx: Context, settings: Settings) -> tuple[Image, ...]:
-    compose = Compose(ctx, settings)
+def _bundled_images(settings: Settings) -> tuple[Image, ...]:
+    compose = LabCompose(settings)
     stale = images.stale_images(compose)
     if stale:
         print(f"  the {' and '.join(stale)} image is missing or out of date: building it")
-        images.build(ctx, settings, stale)
+        images.build(settings, stale)
         if images.stale_images(compose):
             raise LabError("the images still do not match this checkout after the build")
     found = []
     for service in SERVICES:
         name = compose.image(service)
-        image_id, inputs = images.image_id(name), images.image_label(name)
+        image_id, inputs = docker.image_id(name), images.image_label(name)
         if image_id is None or inputs is None:
             raise LabError(f"the image {name} vanished during the bundle: run the command again")
         found.append(Image(service, name, image_id, inputs))
@@ -584,7 +582,7 @@ def write_bundle(
     return manifest
 
 
-def create(ctx: Context, settings: Settings, output: Path) -> None:
+def create(settings: Settings, output: Path) -> None:
     """Write the bundle to `output` (replaced only once the new one is complete)."""
     output = output.expanduser().absolute()
     if not output.parent.is_dir():
@@ -594,10 +592,10 @@ def create(ctx: Context, settings: Settings, output: Path) -> None:
     codec = next((c for c in CODECS if shutil.which(c.compress[0])), None)
     if codec is None:
         raise LabError("neither zstd nor gzip is installed: install zstd (`apt-get install zstd`)")
-    engine.engine_version()
+    docker.engine_version()
     began = time.monotonic()
     print("[1/4] Images")
-    bundled = _bundled_images(ctx, settings)
+    bundled = _bundled_images(settings)
     print("[2/4] Course repo")
     course_entry, cache = _course_to_bundle(settings)
     print(f"[3/4] Saving the images ({codec.name})")
@@ -648,7 +646,7 @@ def _docker_root() -> Path:
 
 
 def _images_present(manifest: Manifest) -> bool:
-    return all(images.image_id(i.name) == i.id for i in manifest.images)
+    return all(docker.image_id(i.name) == i.id for i in manifest.images)
 
 
 def check_fits(manifest: Manifest, settings: Settings, path: Path) -> None:
@@ -793,7 +791,7 @@ def load(settings: Settings, path: Path) -> None:
     print(f"[1/3] Checking {path}" + (f" ({_human(size)})" if size else ""))
     # The file first: a damaged bundle is worth knowing about even without an engine.
     manifest = verify(path, Progress("checked", size))
-    engine.engine_version()
+    docker.engine_version()
     check_fits(manifest, settings, path)
     print(
         f"  made {manifest.created} by mlflow-lab {manifest.tool_version}, "
@@ -806,7 +804,7 @@ def load(settings: Settings, path: Path) -> None:
         else:
             _docker_load(path, manifest)
             for image in manifest.images:
-                loaded = images.image_id(image.name)
+                loaded = docker.image_id(image.name)
                 if loaded != image.id:
                     raise LabError(
                         f"after `docker load`, {image.name} is {loaded}, not {image.id} as "

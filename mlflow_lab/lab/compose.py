@@ -53,7 +53,7 @@ def container_port(service: str) -> int:
 def mount_target(service: str, volume: str) -> str:
     """Where `volume` (a named volume or a bind source's last part) is mounted."""
     for entry in spec()["services"][service]["volumes"]:
-        source, target = str(entry).split(":")[:2]
+        source, target = _INTERPOLATION.sub("x", str(entry)).split(":")[:2]
         if source == volume or source.endswith(f"/{volume}"):
             return target
     raise LabError(f"compose.yaml mounts no {volume} in {service}: restore it from git")

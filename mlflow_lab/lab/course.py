@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -18,14 +17,15 @@ from pathlib import Path
 
 from mlflow_lab.core.errors import LabError
 from mlflow_lab.core.settings import Settings
-from mlflow_lab.lab.compose import Compose
+from mlflow_lab.lab import layout
+from mlflow_lab.lab.compose import JUPYTER, LabCompose
+from mlflow_lab.lab.layout import BUNDLED_LAB_SOURCE, COURSE_CACHE_MOUNT, WORKSPACE
 
-WORKSPACE = "/home/student/workspace"
-BUNDLED_LAB_SOURCE = "/opt/mlflow-lab/lab"
 BUNDLED_LAB_DIR = "mlflow-tracking-lab"
-CACHE_MOUNT = "/opt/course-upstream"
-SYNC_SCRIPT = "/opt/mlflow-lab/workspace_sync.py"
+SYNC_SCRIPT = layout.tool("workspace_sync.py")
 GIT_TIMEOUT_S = 300
+# Placing a large course repo copies it; the sync itself has its own git timeouts.
+SYNC_TIMEOUT_S = 900
 
 
 @dataclass(frozen=True)
@@ -130,22 +130,22 @@ def fetch_course_repo(settings: Settings) -> Fetched:
     return Fetched(cache, None)
 
 
-def _sync_in_container(compose: Compose, source: str, branch: str, dest: str, *extra: str) -> str:
-    args = [SYNC_SCRIPT, "--source", source, "--branch", branch, "--dest", dest, *extra]
-    result = compose.exec("jupyter", "python3 " + " ".join(shlex.quote(a) for a in args))
-    text = (result.stdout or result.stderr).strip()
-    line = text.splitlines()[-1] if text else f"exit code {result.exited}"
-    if result.failed:
+def _sync_in_container(
+    compose: LabCompose, source: str, branch: str, dest: str, *extra: str
+) -> str:
+    args = ["--source", source, "--branch", branch, "--dest", dest, *extra]
+    result = compose.exec(JUPYTER, "python3", SYNC_SCRIPT, *args, timeout=SYNC_TIMEOUT_S)
+    line = result.last_line() if not result.ok else (result.lines() or [""])[-1].strip()
+    if not result.ok:
         raise LabError(f"placing {dest} failed: {line}")
     return line
 
 
-def workspace_has(compose: Compose, name: str) -> bool:
-    result = compose.exec("jupyter", f"test -e {shlex.quote(f'{WORKSPACE}/{name}')}")
-    return result.ok
+def workspace_has(compose: LabCompose, name: str) -> bool:
+    return compose.exec(JUPYTER, "test", "-e", f"{WORKSPACE}/{name}").ok
 
 
-def place_bundled_lab(compose: Compose) -> str:
+def place_bundled_lab(compose: LabCompose) -> str:
     # Each image has the bundled lab as a one-commit history of its own: a new image's
     # lab is an update to merge into the student's copy, not a rewrite to back up.
     return _sync_in_container(
@@ -157,7 +157,7 @@ def place_bundled_lab(compose: Compose) -> str:
     )
 
 
-def place_course_repo(compose: Compose, settings: Settings) -> list[str]:
+def place_course_repo(compose: LabCompose, settings: Settings) -> list[str]:
     """Fetch and place the course repo; the lines to show (warnings start with 'warning:')."""
     cache = cache_path(settings)
     marker = bundle_marker(cache)
@@ -171,7 +171,7 @@ def place_course_repo(compose: Compose, settings: Settings) -> list[str]:
         lines.append(
             _sync_in_container(
                 compose,
-                f"{CACHE_MOUNT}/{fetched.cache.name}",
+                f"{COURSE_CACHE_MOUNT}/{fetched.cache.name}",
                 settings.repo_branch,
                 f"{WORKSPACE}/{name}",
             )

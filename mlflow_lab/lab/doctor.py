@@ -12,20 +12,17 @@ import json
 import os
 import platform
 import re
-import subprocess
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from invoke.context import Context
-
-from mlflow_lab.core import engine, ports
+from mlflow_lab.core import docker, ports
 from mlflow_lab.core.errors import LabError
 from mlflow_lab.core.settings import Settings
 from mlflow_lab.lab import images
-from mlflow_lab.lab.compose import Compose
+from mlflow_lab.lab.compose import SERVICES, LabCompose
 
 # `invoke up` must report a failed check within 5 s, so no single call may take longer.
 DOCKER_TIMEOUT_S = 4.0
@@ -69,50 +66,16 @@ def show(results: Sequence[CheckResult], *, as_json: bool, command: str) -> None
 
 
 def _docker_info() -> dict[str, Any] | None:
-    """`docker info` as a dict; None when the engine does not answer."""
-    try:
-        result = subprocess.run(
-            ["docker", "info", "--format", "{{json .}}"],
-            capture_output=True,
-            text=True,
-            timeout=DOCKER_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if result.returncode != 0:
-        return None
-    try:
-        info = json.loads(result.stdout)
-    except ValueError:
-        return None
-    return info if isinstance(info, dict) else None
+    return docker.info(timeout=DOCKER_TIMEOUT_S)
 
 
 def _lab_running(settings: Settings) -> bool:
     """Whether a container of this lab's compose project is running."""
-    try:
-        result = subprocess.run(
-            [
-                "docker",
-                "ps",
-                "--quiet",
-                "--filter",
-                f"label=com.docker.compose.project={settings.project}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=DOCKER_TIMEOUT_S,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0 and bool(result.stdout.strip())
+    return LabCompose(settings).running()
 
 
 def _images_to_build(settings: Settings) -> list[str]:
-    # Compose only names the images here; nothing is run through the context.
-    return images.stale_images(Compose(Context(), settings))
+    return images.stale_images(LabCompose(settings))
 
 
 def _mem_available_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
@@ -126,7 +89,7 @@ def _mem_available_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
 
 def check_engine() -> CheckResult:
     try:
-        version = engine.engine_version(timeout=DOCKER_TIMEOUT_S)
+        version = docker.engine_version(timeout=DOCKER_TIMEOUT_S)
     except LabError as exc:
         return CheckResult("docker engine", False, str(exc))
     return CheckResult("docker engine", True, f"Docker Engine {version} answers")
@@ -134,7 +97,7 @@ def check_engine() -> CheckResult:
 
 def check_compose() -> CheckResult:
     try:
-        command = engine.compose_command()
+        command = " ".join(docker.compose_argv())
     except LabError as exc:
         return CheckResult("compose", False, str(exc))
     return CheckResult("compose", True, f"`{command}` is available")
@@ -153,7 +116,7 @@ def check_ports(settings: Settings) -> CheckResult:
 
 
 def check_disk(info: dict[str, Any] | None, to_build: list[str]) -> CheckResult:
-    where, free = engine.free_space(str(info.get("DockerRootDir") or "") if info else "")
+    where, free = docker.free_space(str(info.get("DockerRootDir") or "") if info else "")
     needed = BUILD_DISK_GIB if to_build else RUN_DISK_GIB
     purpose = f"to build the {' and '.join(to_build)} image" if to_build else "for the lab's data"
     found = f"{free / GIB:.1f} GiB free on {where}"
@@ -245,7 +208,7 @@ def run(settings: Settings) -> list[CheckResult]:
     if not engine_check.ok:
         # Without an engine, the Docker questions would only wait for timeouts.
         info: dict[str, Any] | None = None
-        to_build = ["mlflow", "jupyter"]
+        to_build = list(SERVICES)
         compose_check, ports_check = check_compose(), check_ports(settings)
     else:
         # Each of these waits on its own docker command: `up` starts sooner asking at once.

@@ -116,6 +116,11 @@ def ensure_base_image(settings: Settings, steps: Steps | None = None) -> str:
     tag = local_base_tag()
     if image_label(tag) is not None:
         return tag
+    return build_local_base(settings, tag, steps)
+
+
+def build_local_base(settings: Settings, tag: str, steps: Steps | None = None) -> str:
+    """The lab's own base image from Debian packages (docker/base/build.sh), as `tag`."""
     _ensure_mmdebstrap()
     mirror_env = {"LAB_DEBIAN_MIRROR": settings.debian_mirror} if settings.debian_mirror else {}
     steps = steps or build_steps(settings)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import shlex
 
-from invoke.context import Context
-
 from mlflow_lab import PROJECT_ROOT
-from mlflow_lab.core import versions
+from mlflow_lab.core import docker, versions
 from mlflow_lab.core.errors import LabError
 from mlflow_lab.core.settings import Settings
 from mlflow_lab.lab import images
@@ -30,15 +28,16 @@ def top_level() -> list[str]:
     return names
 
 
-def lock(ctx: Context, settings: Settings) -> None:
+def lock(settings: Settings) -> None:
     """Resolve in a throwaway container of the base image; keep the pinned mlflow and torch."""
-    base = images.ensure_base_image(ctx, settings)
+    base = images.ensure_base_image(settings)
     build_env = images.prepare_build_context(settings)
     pins = {"mlflow": versions.mlflow_version(), "torch": versions.torch_version()}
     wanted = [f"{n}=={pins[n.lower()]}" if n.lower() in pins else n for n in top_level()]
     wanted.append(f"torch=={pins['torch']}")
     index = build_env.get("TORCH_INDEX_URL", "https://download.pytorch.org/whl/cpu")
     extra = f"--extra-index-url {shlex.quote(index)} " if index else ""
+    # The resolver is a shell line inside the container (pip, then pip freeze).
     script = (
         "cat /etc/ssl/certs/ca-certificates.crt /build/ca-bundle.pem > /tmp/ca.pem && "
         "python3 -m venv /tmp/v && PIP_CERT=/tmp/ca.pem /tmp/v/bin/pip install -q "
@@ -46,13 +45,12 @@ def lock(ctx: Context, settings: Settings) -> None:
         + " ".join(shlex.quote(w) for w in wanted)
         + " >&2 && /tmp/v/bin/pip freeze --all"
     )
-    result = ctx.run(
-        f"docker run --rm -v {shlex.quote(str(images.BUILD_DIR))}:/build:ro {shlex.quote(base)} "
-        f"sh -c {shlex.quote(script)}",
-        hide="stdout",
-        warn=True,
+    mount = f"{images.BUILD_DIR}:/build:ro"
+    result = docker.run(
+        "run", "--rm", "-v", mount, base, "sh", "-c", script, timeout=1800, check=False
     )
-    if result is None or result.failed:
+    if not result.ok:
+        print(result.stderr)
         raise LabError("resolving the packages failed (see above): fix the requirements and retry")
     pinned = sorted(
         (

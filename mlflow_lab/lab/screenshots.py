@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shlex
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,14 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invoke.context import Context
-
 from mlflow_lab import PROJECT_ROOT
 from mlflow_lab.core.errors import LabError
 from mlflow_lab.core.http import DIRECT
 from mlflow_lab.core.settings import Settings
-from mlflow_lab.lab.compose import Compose
-from mlflow_lab.lab.course import BUNDLED_LAB_DIR, WORKSPACE
+from mlflow_lab.lab.compose import JUPYTER, LabCompose
+from mlflow_lab.lab.course import BUNDLED_LAB_DIR
+from mlflow_lab.lab.layout import WORKSPACE
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page, ViewportSize
@@ -110,16 +108,16 @@ def find_lab_runs(mlflow_url: str) -> LabRuns | None:
     return LabRuns(ids[0], newest) if newest else None
 
 
-def run_lab_script(ctx: Context, settings: Settings) -> None:
+def run_lab_script(settings: Settings) -> None:
     """Run the bundled lab top to bottom in the Jupyter container, as a student would."""
     code = (
         "import os, runpy; "
         f"os.chdir({str(Path(LAB_SCRIPT).parent)!r}); "
         f"runpy.run_path({LAB_SCRIPT!r}, run_name='__main__')"
     )
-    Compose(ctx, settings).run(
-        f"exec -T jupyter timeout {LAB_SCRIPT_TIMEOUT_S} python3 -c " + shlex.quote(code), hide=True
-    )
+    result = LabCompose(settings).exec(JUPYTER, "python3", "-c", code, timeout=LAB_SCRIPT_TIMEOUT_S)
+    if not result.ok:
+        raise LabError(f"the lab script failed in the jupyter container: {result.last_line()}")
 
 
 @contextmanager
@@ -240,7 +238,7 @@ def _jupyter_api(settings: Settings, method: str, path: str) -> Any:
     return http_json(method, url)
 
 
-def take(ctx: Context, settings: Settings, out_dir: Path, *, run_lab: bool) -> list[Path]:
+def take(settings: Settings, out_dir: Path, *, run_lab: bool) -> list[Path]:
     """Screenshots of both UIs as a student sees them after the lab; the files written."""
     lab = find_lab_runs(settings.mlflow_url)
     if lab is None or not {CHART_RUN, ARTIFACT_RUN} <= lab.runs.keys():
@@ -249,7 +247,7 @@ def take(ctx: Context, settings: Settings, out_dir: Path, *, run_lab: bool) -> l
                 "the MLflow UI has no runs of the lab yet: run the lab notebook first, "
                 "or pass --run-lab"
             )
-        run_lab_script(ctx, settings)
+        run_lab_script(settings)
         lab = find_lab_runs(settings.mlflow_url)
         if lab is None:
             raise LabError("the lab ran but MLflow shows none of its runs: see `invoke logs`")

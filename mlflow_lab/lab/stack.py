@@ -162,7 +162,13 @@ def logs(settings: Settings, service: str | None, follow: bool, tail: int) -> No
     if service is not None and service not in SERVICES:
         raise LabError(f"no service named {service!r}: use one of {', '.join(SERVICES)}")
     docker.engine_version()
-    args = ["logs", "--tail", str(tail), *(["--follow"] if follow else []), *filter(None, [service])]
+    args = [
+        "logs",
+        "--tail",
+        str(tail),
+        *(["--follow"] if follow else []),
+        *filter(None, [service]),
+    ]
     code = LabCompose(settings).project.attached(*args)
     if code not in (0, 130):
         raise LabError(f"`docker compose logs` failed (exit code {code}): see the lines above")

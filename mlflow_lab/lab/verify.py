@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -25,14 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from invoke.context import Context
-
 from mlflow_lab import PROJECT_ROOT
-from mlflow_lab.core import engine, versions
+from mlflow_lab.core import docker, versions
 from mlflow_lab.core.http import DIRECT
 from mlflow_lab.core.settings import Settings
-from mlflow_lab.lab import course, doctor, stack
-from mlflow_lab.lab.compose import SERVICES, Compose
+from mlflow_lab.lab import course, doctor, layout
+from mlflow_lab.lab.compose import JUPYTER, MLFLOW, SERVICES, LabCompose
 from mlflow_lab.lab.doctor import CheckResult
 
 BUDGET_S = 15.0
@@ -58,163 +55,8 @@ def kernel_name() -> str:
     return str(config["MultiKernelManager"]["default_kernel_name"])
 
 
-# Inside the Jupyter container, with the proxy settings the notebooks get: what a
-# notebook's first call sees.
-NOTEBOOK_GET = """
-import json, sys, urllib.error, urllib.request
-url, timeout = sys.argv[1], float(sys.argv[2])
-try:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        status, body = response.status, response.read(400)
-except urllib.error.HTTPError as exc:
-    status, body = exc.code, exc.read(400)
-except OSError as exc:
-    status, body = 0, str(getattr(exc, "reason", exc)).encode()
-print(json.dumps({"status": status, "body": body.decode("utf-8", "replace")}))
-"""
-
-# Inside the Jupyter container: start a kernel through the server's REST API, run code
-# in it over the websocket, shut it down. It is never saved anywhere: no file is left.
-KERNEL_RUN = """
-import json, os, sys, time, urllib.request, uuid
-import websocket
-kernel_name, code, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
-base = "127.0.0.1:8888"
-auth = {"Authorization": "token " + os.environ["JUPYTER_TOKEN"]}
-def call(method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request("http://" + base + path, data=data, method=method,
-                                     headers={**auth, "Content-Type": "application/json"})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(request, timeout=timeout) as response:
-        text = response.read()
-    return json.loads(text) if text else None
-deadline = time.monotonic() + timeout
-kernel = call("POST", "/api/kernels", {"name": kernel_name})
-result = {"kernel": kernel["name"], "status": "timeout", "output": ""}
-try:
-    ws = websocket.create_connection(
-        "ws://" + base + "/api/kernels/" + kernel["id"] + "/channels",
-        header=[k + ": " + v for k, v in auth.items()], timeout=timeout)
-    msg_id = uuid.uuid4().hex
-    ws.send(json.dumps({
-        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "verify",
-                   "session": uuid.uuid4().hex, "version": "5.3", "date": ""},
-        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-        "content": {"code": code, "silent": False, "store_history": False,
-                    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}}))
-    output = []
-    while time.monotonic() < deadline:
-        ws.settimeout(max(0.1, deadline - time.monotonic()))
-        message = json.loads(ws.recv())
-        if message.get("parent_header", {}).get("msg_id") != msg_id:
-            continue
-        kind, content = message["msg_type"], message["content"]
-        if kind == "stream":
-            output.append(content["text"])
-        elif kind == "error":
-            output.append(content["ename"] + ": " + content["evalue"])
-        elif kind == "execute_reply":
-            result.update(status=content["status"], output="".join(output).strip())
-            break
-    ws.close()
-except websocket.WebSocketTimeoutException:
-    pass
-finally:
-    call("DELETE", "/api/kernels/" + kernel["id"])
-print(json.dumps(result))
-"""
-
-# Inside the Jupyter container: is the artifact store mounted read-only, and does it
-# show the artifact just uploaded through the server? Nothing is written to find out.
-ARTIFACT_VIEW = """
-import json, os, sys
-mount, relative, expected = sys.argv[1], sys.argv[2], sys.argv[3]
-# A volume on the same file system as its parent is invisible to os.path.ismount.
-options = None
-with open("/proc/self/mountinfo", encoding="utf-8") as handle:
-    for line in handle:
-        fields = line.split()
-        if fields[4] == mount:
-            options = fields[5].split(",")
-found = {"mounted": options is not None, "readonly": "ro" in (options or []), "same": None}
-if relative:
-    try:
-        with open(os.path.join(mount, relative), encoding="utf-8") as handle:
-            found["same"] = handle.read() == expected
-    except OSError:
-        found["same"] = False
-print(json.dumps(found))
-"""
-
-# Inside the Jupyter container: which of these files are missing from the lab folder.
-MISSING_FILES = """
-import json, os, sys
-folder, names = sys.argv[1], json.loads(sys.argv[2])
-print(json.dumps([n for n in names if not os.path.isfile(os.path.join(folder, n))]))
-"""
-
-# Inside the MLflow container, as the user owning the database: hard-delete the
-# throwaway experiment, its runs and their artifacts. REST can only mark them deleted;
-# a deleted experiment would still hold its name and its ID.
-HARD_DELETE = """
-import json, os, shutil, sqlite3, sys
-from pathlib import Path
-experiment_id, name, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
-db, root = os.environ["LAB_MLFLOW_DB"], Path(os.environ["LAB_MLFLOW_ARTIFACTS"]).resolve()
-if os.stat(db).st_uid != os.getuid():
-    # SQLite would create the -wal/-shm files under this user, locking the server out.
-    sys.exit(f"runs as uid {os.getuid()}, but {db} belongs to uid {os.stat(db).st_uid}")
-conn = sqlite3.connect(db, timeout=10, isolation_level=None)
-# On: a row still pointing at the experiment or a run aborts the whole transaction.
-conn.execute("PRAGMA foreign_keys = ON")
-conn.execute("BEGIN IMMEDIATE")
-try:
-    row = conn.execute(
-        "SELECT name, artifact_location FROM experiments WHERE experiment_id = ?",
-        (experiment_id,)).fetchone()
-    if row is None or row[0] != name or not name.startswith(prefix):
-        sys.exit(f"experiment {experiment_id} is not {name!r}: nothing deleted")
-    location = row[1] or ""
-    runs = [r for (r,) in conn.execute(
-        "SELECT run_uuid FROM runs WHERE experiment_id = ?", (experiment_id,))]
-    tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    columns = {t: {c[1] for c in conn.execute(f'PRAGMA table_info("{t}")')} for t in tables}
-    children = [t for t in tables if t not in ("runs", "experiments")]
-    for table in children:
-        if "run_uuid" in columns[table]:
-            conn.executemany(f'DELETE FROM "{table}" WHERE run_uuid = ?', [(r,) for r in runs])
-    conn.executemany("DELETE FROM runs WHERE run_uuid = ?", [(r,) for r in runs])
-    for table in children:
-        if "experiment_id" in columns[table]:
-            conn.execute(f'DELETE FROM "{table}" WHERE experiment_id = ?', (experiment_id,))
-    conn.execute("DELETE FROM experiments WHERE experiment_id = ?", (experiment_id,))
-    # MLflow's experiments table has a plain INTEGER PRIMARY KEY: SQLite gives a new
-    # experiment max(id) + 1, so without this row the next ID is what it was before.
-    # A table made with AUTOINCREMENT keeps a high-water mark instead: wind it back
-    # when it still points at this experiment.
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone():
-        conn.execute(
-            "UPDATE sqlite_sequence SET seq = seq - 1 WHERE name = 'experiments' AND seq = ?",
-            (int(experiment_id),))
-    conn.execute("COMMIT")
-except BaseException:
-    conn.execute("ROLLBACK")
-    raise
-removed = []
-if location.startswith("mlflow-artifacts:/"):
-    folder = (root / location.removeprefix("mlflow-artifacts:/")).resolve()
-    if folder.parent != root:
-        sys.exit(f"artifact folder {folder} is outside {root}: left in place")
-    for run in runs:
-        if (folder / run).exists():
-            shutil.rmtree(folder / run)
-            removed.append(str(folder / run))
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
-        removed.append(str(folder))
-print(json.dumps({"runs": len(runs), "removed": removed}))
-"""
+PROBE = layout.tool("lab_probe.py")
+HARD_DELETE = layout.tool("hard_delete.py")
 
 
 @dataclass
@@ -245,28 +87,20 @@ class Session:
             )
         return info["container"]
 
-    def python_in(self, service: str, script: str, *args: str, cap: float = HTTP_TIMEOUT_S) -> Any:
-        """Run a script in a service's container; the JSON it prints."""
+    def probe(self, service: str, script: str, *args: str, cap: float = HTTP_TIMEOUT_S) -> Any:
+        """Run one of the lab's scripts in a service's container; the JSON it prints."""
         container = self.container(service)
         try:
-            result = subprocess.run(
-                ["docker", "exec", "-i", container, "python3", "-", *args],
-                input=script,
-                capture_output=True,
-                text=True,
-                timeout=self.left(cap) + 2,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
+            result = docker.exec_in(container, "python3", script, *args, timeout=self.left(cap) + 2)
+        except docker.DockerError:
             raise CheckFailed(
                 f"the {service} container did not answer in time: see `invoke logs {service}`"
             ) from None
-        if result.returncode != 0:
-            lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
+        if not result.ok:
             raise CheckFailed(
-                f"in the {service} container: {lines[-1]}: see `invoke logs {service}`"
+                f"in the {service} container: {result.last_line()}: see `invoke logs {service}`"
             )
-        return json.loads(result.stdout.strip().splitlines()[-1])
+        return json.loads(result.lines()[-1])
 
     def http(
         self,
@@ -386,10 +220,14 @@ def check_api_from_host(s: Session) -> str:
 
 
 def check_api_from_notebook(s: Session) -> str:
-    uri = stack.NOTEBOOK_TRACKING_URI
+    uri = layout.NOTEBOOK_TRACKING_URI
     host = urllib.parse.urlsplit(uri).netloc
-    found = s.python_in(
-        "jupyter", NOTEBOOK_GET, f"{uri}{API}/experiments/search?max_results=1", str(s.left())
+    found = s.probe(
+        JUPYTER,
+        PROBE,
+        "notebook-get",
+        f"{uri}{API}/experiments/search?max_results=1",
+        str(s.left()),
     )
     status, body = int(found["status"]), str(found["body"]).encode()
     if _host_refusal(status, body):
@@ -451,27 +289,21 @@ def check_round_trip(s: Session) -> str:
 def _inspect(s: Session, service: str) -> dict[str, Any]:
     if service not in s.inspected:
         container = s.container(service)
-        result = subprocess.run(
-            ["docker", "inspect", container],
-            capture_output=True,
-            text=True,
-            timeout=s.left(),
-            check=False,
-        )
-        if result.returncode != 0:
+        result = docker.inspect(container, timeout=s.left())
+        if not result.ok:
             raise CheckFailed(f"`docker inspect {container}` failed: {UP_FIX}")
-        s.inspected[service] = json.loads(result.stdout)[0]
+        s.inspected[service] = result.json()[0]
     return s.inspected[service]
 
 
 def _artifact_mount(s: Session) -> dict[str, Any]:
     """The Jupyter container's mount of the volume MLflow keeps its artifacts in."""
-    mlflow = _inspect(s, "mlflow")
+    mlflow = _inspect(s, MLFLOW)
     env = dict(item.split("=", 1) for item in mlflow["Config"]["Env"] if "=" in item)
     store = env.get("LAB_MLFLOW_ARTIFACTS", "")
     volume = next((m.get("Name") for m in mlflow["Mounts"] if m.get("Destination") == store), None)
     mount: dict[str, Any] | None = next(
-        (m for m in _inspect(s, "jupyter")["Mounts"] if volume and m.get("Name") == volume),
+        (m for m in _inspect(s, JUPYTER)["Mounts"] if volume and m.get("Name") == volume),
         None,
     )
     if mount is None:
@@ -482,7 +314,7 @@ def _artifact_mount(s: Session) -> dict[str, Any]:
 def check_artifact_store(s: Session) -> str:
     mount = _artifact_mount(s)
     where = str(mount["Destination"])
-    found = s.python_in("jupyter", ARTIFACT_VIEW, where, s.artifact_relative, s.payload)
+    found = s.probe(JUPYTER, PROBE, "artifact-view", where, s.artifact_relative, s.payload)
     if not found["mounted"]:
         raise CheckFailed(f"{where} is not a mount in the jupyter container: {UP_FIX}")
     if mount.get("RW") or not found["readonly"]:
@@ -524,14 +356,15 @@ def check_jupyter_api(s: Session) -> str:
 
 
 def check_kernel(s: Session) -> str:
-    uri = stack.NOTEBOOK_TRACKING_URI
+    uri = layout.NOTEBOOK_TRACKING_URI
     code = (
         "import mlflow, sklearn, torch, urllib.request\n"
         f"print(urllib.request.urlopen('{uri}/health', timeout=5).read().decode())"
     )
-    found = s.python_in(
-        "jupyter",
-        KERNEL_RUN,
+    found = s.probe(
+        JUPYTER,
+        PROBE,
+        "kernel-run",
         kernel_name(),
         code,
         str(s.left(KERNEL_TIMEOUT_S)),
@@ -550,11 +383,11 @@ def check_kernel(s: Session) -> str:
 
 
 def check_lab_material(s: Session) -> str:
-    folder = PurePosixPath(course.WORKSPACE) / course.BUNDLED_LAB_DIR
+    folder = PurePosixPath(layout.WORKSPACE) / course.BUNDLED_LAB_DIR
     expected = sorted(
         p.name for p in BUNDLED_LAB_SOURCE.iterdir() if p.is_file() and not p.name.startswith(".")
     )
-    missing = s.python_in("jupyter", MISSING_FILES, str(folder), json.dumps(expected))
+    missing = s.probe(JUPYTER, PROBE, "missing-files", str(folder), json.dumps(expected))
     if missing:
         raise CheckFailed(
             f"{folder} lacks {', '.join(missing)}: run `invoke clone` to place the lab again "
@@ -565,8 +398,8 @@ def check_lab_material(s: Session) -> str:
 
 def check_ports(s: Session) -> str:
     wanted = {
-        "mlflow": (s.settings.bind_address, s.settings.mlflow_port),
-        "jupyter": (s.settings.bind_address, s.settings.jupyter_port),
+        MLFLOW: (s.settings.bind_address, s.settings.mlflow_port),
+        JUPYTER: (s.settings.bind_address, s.settings.jupyter_port),
     }
     for service, (address, port) in wanted.items():
         bindings = _inspect(s, service)["NetworkSettings"]["Ports"] or {}
@@ -585,28 +418,28 @@ def check_ports(s: Session) -> str:
 
 def remove_experiment(settings: Settings, container: str, experiment_id: str, name: str) -> str:
     """Hard-delete a verify experiment (runs, artifacts) in the MLflow container."""
-    result = subprocess.run(
-        ["docker", "exec", "-i", container, "python3", "-", experiment_id, name, EXPERIMENT_PREFIX],
-        input=HARD_DELETE,
-        capture_output=True,
-        text=True,
+    result = docker.exec_in(
+        container,
+        "python3",
+        HARD_DELETE,
+        experiment_id,
+        name,
+        EXPERIMENT_PREFIX,
         timeout=HTTP_TIMEOUT_S * 2,
-        check=False,
     )
-    if result.returncode != 0:
-        lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
+    if not result.ok:
         raise CheckFailed(
-            f"removing the throwaway experiment {name} failed ({lines[-1]}): delete it in "
-            f"the MLflow UI at {settings.mlflow_url}"
+            f"removing the throwaway experiment {name} failed ({result.last_line()}): delete "
+            f"it in the MLflow UI at {settings.mlflow_url}"
         )
-    removed = json.loads(result.stdout.strip().splitlines()[-1])
+    removed = json.loads(result.lines()[-1])
     return f"experiment {experiment_id} ({name}) and {removed['runs']} run(s) removed"
 
 
 def check_no_trace(s: Session) -> str:
     if s.experiment_id is None:
         return "nothing was created"
-    return remove_experiment(s.settings, s.container("mlflow"), s.experiment_id, s.experiment_name)
+    return remove_experiment(s.settings, s.container(MLFLOW), s.experiment_id, s.experiment_name)
 
 
 # Shown in this order; the round trip comes before the checks that look for its
@@ -635,7 +468,7 @@ def _result(name: str, check: Callable[[Session], str], s: Session) -> CheckResu
         return CheckResult(name, True, check(s))
     except CheckFailed as exc:
         return CheckResult(name, False, str(exc))
-    except (subprocess.TimeoutExpired, TimeoutError):
+    except (docker.DockerError, TimeoutError):
         return CheckResult(name, False, f"no answer within {BUDGET_S:g} s: see `invoke logs`")
     except Exception as exc:  # an answer of an unexpected shape fails this check, not the rest
         text = " ".join(str(exc).split())[:160]
@@ -654,11 +487,11 @@ def _result_in_budget(name: str, check: Callable[[Session], str], s: Session) ->
     return _result(name, check, s)
 
 
-def run(ctx: Context, settings: Settings) -> list[CheckResult]:
+def run(settings: Settings) -> list[CheckResult]:
     """Every check, in CHECKS order; none stops the others."""
-    engine.engine_version()
+    docker.engine_version()
     started = time.monotonic()
-    session = Session(settings, Compose(ctx, settings).services(), started + BUDGET_S)
+    session = Session(settings, LabCompose(settings).services(), started + BUDGET_S)
     results: dict[str, CheckResult] = {}
     with ThreadPoolExecutor(max_workers=len(BACKGROUND)) as pool:
         background: dict[str, Future[CheckResult]] = {
@@ -678,10 +511,10 @@ def run(ctx: Context, settings: Settings) -> list[CheckResult]:
     return [results[name] for name, _ in CHECKS]
 
 
-def show(ctx: Context, settings: Settings, *, as_json: bool) -> None:
+def show(settings: Settings, *, as_json: bool) -> None:
     """Run the checks and print them; LabError (exit 1) when any failed."""
     started = time.monotonic()
-    results = run(ctx, settings)
+    results = run(settings)
     if not as_json:
         print(f"Lab '{settings.project}' ({time.monotonic() - started:.1f} s):")
     doctor.show(results, as_json=as_json, command="invoke verify")
