@@ -141,11 +141,28 @@ def bench(c: Context, rounds: int = 3, smoke: bool = False, cold: bool = False) 
     print(bench_module.run(settings.load(), rounds=rounds, smoke=smoke, cold=cold))
 
 
-@task
+@task(
+    help={
+        "check": "Only check that requirements*.txt match pyproject.toml (exit 1 when not).",
+        "with_images": "Also re-resolve docker/constraints.txt (both images; uses the base image).",
+    }
+)
 @_one_line_errors
-def lock(c: Context) -> None:
-    """Re-resolve docker/constraints.txt (exact versions of both images) after a change."""
-    lock_module.lock(settings.load())
+def lock(c: Context, check: bool = False, with_images: bool = False) -> None:
+    """Re-resolve the exact versions: requirements*.txt from pyproject.toml (uv).
+
+    With --with-images, also docker/constraints.txt after changing an image's requirements.txt.
+    """
+    if check:
+        stale = lock_module.lock_host(check=True)
+        if stale:
+            raise LabError(f"{' and '.join(stale)} do not match pyproject.toml: run `invoke lock`")
+        print("requirements.txt and requirements-dev.txt match pyproject.toml.")
+        return
+    lock_module.lock_host()
+    print("Wrote requirements.txt and requirements-dev.txt from pyproject.toml.")
+    if with_images:
+        lock_module.lock(settings.load())
 
 
 @task(help={"json": "Print the results as JSON for scripts."})
@@ -243,6 +260,9 @@ def test(c: Context, unit: bool = False, k: str = "") -> None:
     c.run(f"{python} -m ruff check .", echo=True)
     c.run(f"{python} -m ruff format --check .", echo=True)
     c.run(f"{python} -m mypy", echo=True)
+    stale = lock_module.lock_host(check=True)
+    if stale:
+        raise Exit(f"error: {' and '.join(stale)} do not match pyproject.toml: run `invoke lock`")
     selection = " -m 'not e2e'" if unit else ""
     if k:
         selection += f" -k {k!r}"

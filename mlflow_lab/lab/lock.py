@@ -1,8 +1,17 @@
-"""Re-resolving docker/constraints.txt: every package of both images, pinned together."""
+"""The locks: docker/constraints.txt (both images) and the host's requirements files.
+
+The images' lock is resolved inside the base image (the Python that runs there); the
+host's by uv from pyproject.toml.
+"""
 
 from __future__ import annotations
 
 import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 from mlflow_lab import PROJECT_ROOT
 from mlflow_lab.core import docker, versions
@@ -62,3 +71,52 @@ def lock(settings: Settings) -> None:
     )
     (versions.CONSTRAINTS_FILE).write_text(HEADER + "\n".join(pinned) + "\n", encoding="utf-8")
     print(f"Wrote {len(pinned)} pins to {versions.CONSTRAINTS_FILE.relative_to(PROJECT_ROOT)}.")
+
+
+# The host's locks: what `pip install -r` installs, resolved by uv from pyproject.toml.
+HOST_LOCKS: dict[str, tuple[str, ...]] = {
+    "requirements.txt": (),
+    "requirements-dev.txt": ("--extra", "dev"),
+}
+HOST_PYTHON = "3.11"
+
+
+def _uv() -> str:
+    beside = Path(sys.executable).parent / "uv"
+    found = str(beside) if beside.is_file() else shutil.which("uv")
+    if found is None:
+        raise LabError("uv is missing: `.venv/bin/pip install -r requirements-dev.txt` installs it")
+    return found
+
+
+def _compile(target: Path, extra: tuple[str, ...]) -> None:
+    argv = [
+        _uv(), "pip", "compile", "pyproject.toml", *extra, "--quiet",
+        "--python-version", HOST_PYTHON, "--custom-compile-command", "invoke lock",
+        "-o", str(target),
+    ]  # fmt: skip
+    done = subprocess.run(argv, cwd=PROJECT_ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or ["no output"]
+        raise LabError(f"resolving pyproject.toml failed ({lines[-1]}): fix it, then retry")
+
+
+def lock_host(*, check: bool = False) -> list[str]:
+    """Write (or, with `check`, compare) the host locks; the names of stale ones.
+
+    uv keeps the pins a lock already has when they still fit, so a check only differs
+    when pyproject.toml and its lock disagree.
+    """
+    stale = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, extra in HOST_LOCKS.items():
+            lock_file = PROJECT_ROOT / name
+            target = Path(scratch) / name if check else lock_file
+            if check and lock_file.is_file():
+                shutil.copyfile(lock_file, target)
+            _compile(target, extra)
+            if check and target.read_text(encoding="utf-8") != lock_file.read_text(
+                encoding="utf-8"
+            ):
+                stale.append(name)
+    return stale

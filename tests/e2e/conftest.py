@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Generator, Iterator
@@ -143,6 +144,37 @@ def lab_env(state_dir: Path) -> dict[str, str]:
         "LAB_MLFLOW_WORKERS": "1",
         "TESTCONTAINERS_RYUK_DISABLED": "true",
     }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compose_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """`docker compose` for testcontainers, without touching the user's ~/.docker.
+
+    The lab itself runs the venv's Compose binary; testcontainers calls the plugin form.
+    Where no plugin answers, the session gets a Docker config folder of its own (a copy of
+    the user's config.json, and the venv's binary as its plugin).
+    """
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+    if probe.returncode == 0:
+        yield
+        return
+    config = tmp_path_factory.mktemp("docker-config")
+    user_config = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
+    if user_config.is_file():
+        shutil.copyfile(user_config, config / "config.json")
+    (config / "cli-plugins").mkdir()
+    (config / "cli-plugins" / "docker-compose").symlink_to(
+        Path(sys.executable).parent / "docker-compose"
+    )
+    saved = os.environ.get("DOCKER_CONFIG")
+    os.environ["DOCKER_CONFIG"] = str(config)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("DOCKER_CONFIG", None)
+        else:
+            os.environ["DOCKER_CONFIG"] = saved
 
 
 @pytest.fixture(scope="session")
