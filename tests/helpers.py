@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import re
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import IO, Any
 
 import pytest
 
 from mlflow_lab import PROJECT_ROOT
-from mlflow_lab.core import settings
+from mlflow_lab.core import docker, settings
+from mlflow_lab.core.docker import DockerError, Result
 from mlflow_lab.core.ports import free_port
 
-__all__ = ["container_module", "free_port", "isolate_settings", "wait_until"]
+__all__ = [
+    "FakeDocker",
+    "Result",
+    "container_module",
+    "free_port",
+    "isolate_settings",
+    "wait_until",
+]
 
 
 def isolate_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -53,3 +65,190 @@ def container_module(image: str, name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+# -- a fake of the Docker gateway ------------------------------------------------------
+
+# What a rule answers: a Result (its argv is replaced by the call's), a str (the stdout
+# of a success), a function of the call's argv, an exception to raise (a timeout, a
+# missing binary), or a list of these answered in turn (the last one repeats).
+Answer = Result | str | Callable[[list[str]], Result | str] | BaseException
+# The real compose_argv, for the tests of the gateway itself.
+REAL_COMPOSE_ARGV = docker.compose_argv
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One Docker call the code under test made."""
+
+    argv: list[str]
+    env: Mapping[str, str] | None
+    input: str | None
+    timeout: float | None
+
+    @property
+    def line(self) -> str:
+        return " ".join(self.argv)
+
+
+class FakeDocker:
+    """Stands in for `mlflow_lab.core.docker.call` and its siblings, like invoke's
+    MockContext does for `c.run`, one level lower: rules `(regex on " ".join(argv)) ->
+    answer`, the newest matching rule wins, every call is recorded, and a call no rule
+    matches fails the test (at the call and again at teardown, in case it was caught).
+
+    `docker` is "docker" and Compose is "docker compose", so rules read as commands do:
+    `fake.on(r"^docker compose .* up --no-start")`.
+    """
+
+    def __init__(self) -> None:
+        self.rules: list[tuple[re.Pattern[str], list[Answer]]] = []
+        self.calls: list[Call] = []
+        self.unmatched: list[str] = []
+        self._lock = threading.Lock()
+
+    # -- scripting --------------------------------------------------------------------
+
+    def on(
+        self,
+        pattern: str,
+        answer: Answer | Sequence[Answer] | None = None,
+        *,
+        stdout: str = "",
+        stderr: str = "",
+        code: int = 0,
+    ) -> FakeDocker:
+        """Answer calls matching `pattern` (re.search on the joined argv)."""
+        if answer is None:
+            answer = Result((), code, stdout, stderr)
+        answers = list(answer) if isinstance(answer, list | tuple) else [answer]
+        assert answers, "a rule needs at least one answer"
+        self.rules.append((re.compile(pattern), answers))
+        return self
+
+    def fail(self, pattern: str, stderr: str, *, code: int = 1) -> FakeDocker:
+        return self.on(pattern, stderr=stderr, code=code)
+
+    # -- what was called --------------------------------------------------------------
+
+    @property
+    def argvs(self) -> list[list[str]]:
+        return [call.argv for call in self.calls]
+
+    @property
+    def lines(self) -> list[str]:
+        return [call.line for call in self.calls]
+
+    def matching(self, pattern: str) -> list[Call]:
+        return [call for call in self.calls if re.search(pattern, call.line)]
+
+    # -- answering ----------------------------------------------------------------------
+
+    def answer(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        input: str | None = None,
+        timeout: float | None = None,
+    ) -> Result:
+        argv = [str(a) for a in argv]
+        line = " ".join(argv)
+        with self._lock:
+            self.calls.append(Call(argv, dict(env) if env is not None else None, input, timeout))
+            for pattern, answers in reversed(self.rules):
+                if pattern.search(line):
+                    answer = answers.pop(0) if len(answers) > 1 else answers[0]
+                    break
+            else:
+                self.unmatched.append(line)
+                pytest.fail(f"unexpected Docker call (no rule matches): {line}", pytrace=False)
+        if isinstance(answer, BaseException):
+            raise answer
+        result = answer(argv) if callable(answer) else answer
+        if isinstance(result, str):
+            result = Result((), 0, result)
+        return dataclasses.replace(result, argv=tuple(argv))
+
+    def call(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float = docker.TIMEOUT_S,
+        input: str | None = None,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+        fix: str = "",
+    ) -> Result:
+        result = self.answer(argv, env=env, input=input, timeout=timeout)
+        if check and not result.ok:
+            raise DockerError(docker.failure(result, fix), result)
+        return result
+
+    def call_lines(
+        self,
+        argv: Sequence[str],
+        *,
+        on_line: Callable[[str], None],
+        env: Mapping[str, str] | None = None,
+    ) -> Result:
+        result = self.answer(argv, env=env)
+        merged = result.stdout + result.stderr
+        for text in merged.splitlines():
+            on_line(text)
+        return Result(result.argv, result.code, "", merged)
+
+    def stream(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: IO[bytes] | None = None,
+        stdout: IO[bytes] | None = None,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+        fix: str = "",
+    ) -> Result:
+        result = self.answer(argv, env=env, timeout=timeout)
+        if stdout is not None:
+            stdout.write(result.stdout.encode())
+        if check and not result.ok:
+            raise DockerError(docker.failure(result, fix), result)
+        return Result(result.argv, result.code, "", result.stderr)
+
+    def popen(self, args: Sequence[str], **kwargs: Any) -> Any:
+        line = " ".join(["docker", *args])
+        self.unmatched.append(line)
+        pytest.fail(f"unexpected Docker process (popen is not faked): {line}", pytrace=False)
+
+    def attached(self, compose: docker.Compose, *args: str) -> int:
+        return self.answer(compose.argv(*args), env=compose.env).code
+
+    # -- installing ---------------------------------------------------------------------
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> FakeDocker:
+        """Put this fake in place of the gateway's process runners (undone by monkeypatch)."""
+        fake = self
+        REAL_COMPOSE_ARGV.cache_clear()
+        docker.has_buildx.cache_clear()
+        monkeypatch.setattr(docker, "_docker_binary", lambda: "docker")
+        monkeypatch.setattr(docker, "compose_argv", lambda: ("docker", "compose"))
+        monkeypatch.setattr(docker, "call", self.call)
+        monkeypatch.setattr(docker, "call_lines", self.call_lines)
+        monkeypatch.setattr(docker, "stream", self.stream)
+        monkeypatch.setattr(docker, "popen", self.popen)
+
+        def attached(compose: docker.Compose, *args: str) -> int:
+            return fake.attached(compose, *args)
+
+        monkeypatch.setattr(docker.Compose, "attached", attached)
+        return self
+
+    def check_teardown(self) -> None:
+        docker.has_buildx.cache_clear()
+        REAL_COMPOSE_ARGV.cache_clear()
+        if self.unmatched:
+            pytest.fail(
+                "unexpected Docker calls (no rule matched): " + "; ".join(self.unmatched),
+                pytrace=False,
+            )

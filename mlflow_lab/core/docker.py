@@ -47,6 +47,10 @@ _ENGINE_GONE = (
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
+# Compose's own options that take a value, before its subcommand.
+_COMPOSE_VALUED_OPTIONS = frozenset(
+    {"-f", "--file", "-p", "--project-name", "--env-file", "--project-directory"}
+)
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,21 @@ class Result:
 
     @property
     def what(self) -> str:
-        """The call as a user would type it, without options: `docker image inspect`."""
-        words = [Path(self.argv[0]).name.replace("docker-compose", "docker compose")]
-        words += [a for a in self.argv[1:3] if not a.startswith("-") and "/" not in a]
+        """The call as a user would type it, without options: `docker image inspect`,
+        `docker compose build` (Compose's -f FILE -p PROJECT skipped)."""
+        program, rest = Path(self.argv[0]).name, list(self.argv[1:])
+        if program == "docker" and rest[:1] == ["compose"]:
+            program, rest = "docker-compose", rest[1:]
+        if program == "docker-compose":
+            words, skip = ["docker compose"], False
+            for arg in rest:
+                if skip or arg in _COMPOSE_VALUED_OPTIONS:
+                    skip = not skip
+                elif not arg.startswith("-"):
+                    words.append(arg)
+                    break
+        else:
+            words = [program, *(a for a in rest[:2] if not a.startswith("-") and "/" not in a)]
         return f"`{' '.join(words)}`"
 
     def last_line(self) -> str:

@@ -21,6 +21,8 @@ from typing import IO
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from mlflow_lab.core.docker import ANSI_ESCAPE
+
 TAIL_LINES = 15
 # Classic builder: "Step 3/15 : RUN ..."; BuildKit: "#7 [build 3/7] RUN ...".
 _CLASSIC_STEP = re.compile(r"^Step (\d+)/(\d+) :")
@@ -45,8 +47,9 @@ class Step:
 
     def line(self, text: str) -> None:
         self.log.write(text + "\n")
-        if text.strip():
-            self.tail.append(text)
+        plain = ANSI_ESCAPE.sub("", text)
+        if plain.strip():
+            self.tail.append(plain)
         if self.echo:
             print(text, flush=True)
         found = build_step(text)
@@ -63,7 +66,10 @@ class Steps:
 
     log_path: Path
     verbose: bool = False
-    console: Console = field(default_factory=lambda: Console(file=sys.stdout, highlight=False))
+    # soft_wrap: a long line (a log path, a build error) stays one line to copy, piped or not.
+    console: Console = field(
+        default_factory=lambda: Console(file=sys.stdout, highlight=False, soft_wrap=True)
+    )
 
     @contextmanager
     def step(self, title: str) -> Iterator[Step]:

@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 import pytest
-from invoke.runners import Result
 
-from mlflow_lab.core import settings
+from mlflow_lab.core import docker, settings
+from mlflow_lab.core.docker import Result
 from mlflow_lab.core.errors import LabError
-from mlflow_lab.lab import backup, compose, course
+from mlflow_lab.lab import backup, course
 from tests.helpers import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -269,19 +269,19 @@ def test_restore_of_a_missing_file(env: dict[str, str], tmp_path: Path) -> None:
 
 
 def test_full_disk_during_a_build_is_named_with_the_fix() -> None:
+    build = ("/venv/bin/docker-compose", "-f", "compose.yaml", "-p", "lab", "build", "mlflow")
     failed = Result(
+        build,
+        1,
         stdout="Step 5/9 : RUN pip install ...",
         stderr="failed to copy files: write /var/lib/docker/tmp/x: no space left on device",
-        exited=1,
     )
-    line = compose._failure_line("build mlflow", failed)
+    line = docker.failure(failed)
     assert "disk is full" in line
     assert "docker system prune" in line
     assert "\n" not in line
-    other = Result(stderr="some other failure\n", exited=1)
-    assert compose._failure_line("build mlflow", other) == (
-        "`docker compose build` failed: some other failure"
-    )
+    other = Result(build, 1, stderr="some other failure\n")
+    assert docker.failure(other) == "`docker compose build` failed: some other failure"
 
 
 def test_unreachable_or_missing_course_repo_warns_and_falls_back(tmp_path: Path) -> None:

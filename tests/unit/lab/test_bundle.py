@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from mlflow_lab.core import engine, settings
+from mlflow_lab.core import docker, settings
 from mlflow_lab.core.errors import LabError
-from mlflow_lab.lab import bundle, course, images
+from mlflow_lab.lab import bundle, course, images, layout
 from tests.e2e.conftest import PROJECT_ROOT
 from tests.helpers import isolate_settings
 
@@ -237,7 +237,7 @@ def test_load_of_a_damaged_bundle_changes_nothing(
 
     monkeypatch.setattr(subprocess, "Popen", no_docker)
     monkeypatch.setattr(subprocess, "run", no_docker)
-    monkeypatch.setattr(engine, "engine_version", no_docker)
+    monkeypatch.setattr(docker, "engine_version", no_docker)
     with pytest.raises(LabError, match="is damaged"):
         bundle.load(settings.load(), path)
     assert sorted(p.relative_to(state) for p in state.rglob("*")) == before
@@ -295,7 +295,7 @@ def test_the_course_cache_is_placed_and_the_first_placement_skips_the_fetch(
     monkeypatch.setattr(course, "_sync_in_container", sync)
     first = course.place_course_repo(None, settings.load())  # type: ignore[arg-type]
     assert fetches == [], "right after a load the bundled cache is used as is"
-    assert synced == [f"{course.CACHE_MOUNT}/{cache.name}"]
+    assert synced == [f"{layout.COURSE_CACHE_MOUNT}/{cache.name}"]
     assert first[-1].startswith("as bundled, not fetched")
     assert not course.bundle_marker(cache).exists()
     second = course.place_course_repo(None, settings.load())  # type: ignore[arg-type]

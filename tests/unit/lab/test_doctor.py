@@ -1,7 +1,7 @@
 """`invoke doctor` and the checks `invoke up` runs first: no Docker needed.
 
-Docker is replaced at the functions that run it (engine._quiet, doctor._docker_info,
-ports.container_on_port, images.image_label...); a port is held by a real socket.
+Docker is the fake gateway (tests/helpers.py FakeDocker): each test scripts what the
+engine answers, and a call it did not script fails it. A port is held by a real socket.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import platform
 import shutil
 import socket
-import subprocess
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,12 +24,15 @@ from invoke.context import MockContext
 from invoke.exceptions import Exit
 
 import tasks
-from mlflow_lab.core import engine, ports, settings
+from mlflow_lab.core import docker, settings
+from mlflow_lab.core.docker import DockerError
 from mlflow_lab.core.errors import LabError
 from mlflow_lab.lab import doctor, images
-from tests.helpers import free_port
+from tests.helpers import REAL_COMPOSE_ARGV, FakeDocker, free_port
 
 GIB = 1024**3
+VERSION = r"^docker version --format \{\{\.Server\.Version\}\}$"
+INFO = r"^docker info --format \{\{json \.\}\}$"
 
 
 @pytest.fixture
@@ -52,46 +55,27 @@ def held_port() -> Iterator[int]:
         yield int(sock.getsockname()[1])
 
 
-def completed(code: int = 0, stdout: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.CompletedProcess([], code, stdout=stdout, stderr="")
-
-
-@pytest.fixture
-def compose_cache() -> Iterator[None]:
-    engine.compose_command.cache_clear()
-    yield
-    engine.compose_command.cache_clear()
-
-
 # --------------------------------------------------------------------- engine, compose
 
 
-def test_engine_passes_with_its_version(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "_quiet", lambda args, timeout=10: completed(0, "27.3.1\n"))
+def test_engine_passes_with_its_version(fake_docker: FakeDocker) -> None:
+    fake_docker.on(VERSION, "27.3.1\n")
     result = doctor.check_engine()
     assert result.ok and "27.3.1" in result.detail
 
 
-def test_engine_not_running_says_how_to_start_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine, "_quiet", lambda args, timeout=10: completed(1))
+def test_engine_not_running_says_how_to_start_it(fake_docker: FakeDocker) -> None:
+    fake_docker.fail(VERSION, "Cannot connect to the Docker daemon at unix:///var/run/docker.sock")
     result = doctor.check_engine()
     assert not result.ok
     assert "not running" in result.detail and "systemctl start docker" in result.detail
 
 
-def test_engine_that_hangs_fails_within_the_doctor_timeout(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    seen: list[float] = []
-
-    def hang(args: list[str], timeout: float = 10) -> subprocess.CompletedProcess[str]:
-        seen.append(timeout)
-        raise subprocess.TimeoutExpired(args, timeout)
-
-    monkeypatch.setattr(engine, "_quiet", hang)
+def test_engine_that_hangs_fails_within_the_doctor_timeout(fake_docker: FakeDocker) -> None:
+    fake_docker.on(VERSION, DockerError("`docker version` did not finish within 4 s"))
     result = doctor.check_engine()
     assert not result.ok and f"within {doctor.DOCKER_TIMEOUT_S:g} s" in result.detail
-    assert seen == [doctor.DOCKER_TIMEOUT_S]
+    assert [c.timeout for c in fake_docker.calls] == [doctor.DOCKER_TIMEOUT_S]
 
 
 def test_engine_without_the_docker_command(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -100,40 +84,74 @@ def test_engine_without_the_docker_command(monkeypatch: pytest.MonkeyPatch) -> N
     assert not result.ok and "`docker` command is not installed" in result.detail
 
 
-def test_compose_binary_is_run_directly_and_offered_as_plugin(
-    monkeypatch: pytest.MonkeyPatch, compose_cache: None, tmp_path: Path
+@pytest.fixture
+def machine(
+    fake_docker: FakeDocker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[dict[str, Path]]:
+    """The real Compose choice over the fake gateway: an empty venv bin folder, an empty
+    PATH, and an empty HOME and DOCKER_CONFIG that must stay empty."""
+    folders = {name: tmp_path / name for name in ("venv", "path", "home", "docker-config")}
+    for folder in folders.values():
+        folder.mkdir()
+    monkeypatch.setattr(docker, "compose_argv", REAL_COMPOSE_ARGV)
+    monkeypatch.setattr(docker.sys, "executable", str(folders["venv"] / "python"))
+    monkeypatch.setenv("PATH", str(folders["path"]))
+    monkeypatch.setenv("HOME", str(folders["home"]))
+    monkeypatch.setenv("DOCKER_CONFIG", str(folders["docker-config"]))
+    REAL_COMPOSE_ARGV.cache_clear()
+    yield folders
+    REAL_COMPOSE_ARGV.cache_clear()
+
+
+def executable(path: Path) -> Path:
+    path.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def nothing_written(machine: dict[str, Path]) -> None:
+    for name in ("home", "docker-config"):
+        assert list(machine[name].rglob("*")) == [], f"something was written in {name}"
+
+
+def test_compose_binary_is_run_directly_and_nothing_is_installed(
+    fake_docker: FakeDocker, machine: dict[str, Path]
 ) -> None:
-    binary = tmp_path / "bin" / "docker-compose"
-    binary.parent.mkdir()
-    binary.write_text("#!/bin/sh\necho v2.30.0\n")
-    binary.chmod(0o755)
-    monkeypatch.setattr(engine.sys, "executable", str(binary.parent / "python"))
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
-    monkeypatch.setattr(engine, "SYSTEM_PLUGIN_DIRS", ())
+    binary = executable(machine["venv"] / "docker-compose")
+    fake_docker.on(rf"^{binary} version --short$", "v2.30.0\n")
     result = doctor.check_compose()
-    assert result.ok and f"`{binary}`" in result.detail
-    plugin = tmp_path / "docker-config" / "cli-plugins" / "docker-compose"
-    assert plugin.resolve() == binary.resolve(), "`docker compose` works for the user too"
+    assert result.ok and result.detail == f"`{binary}` is available"
+    nothing_written(machine)
 
 
 def test_compose_plugin_when_there_is_no_binary_to_run(
-    monkeypatch: pytest.MonkeyPatch, compose_cache: None
+    fake_docker: FakeDocker, machine: dict[str, Path]
 ) -> None:
-    monkeypatch.setattr(engine, "_compose_binaries", lambda: [])
-    monkeypatch.setattr(engine, "_quiet", lambda args, timeout=10: completed(0, "v2.30"))
+    fake_docker.on(r"^docker compose version --short$", "2.29.7\n")
     result = doctor.check_compose()
     assert result.ok and "`docker compose`" in result.detail
+    nothing_written(machine)
 
 
-def test_compose_missing_names_the_package(
-    monkeypatch: pytest.MonkeyPatch, compose_cache: None
+def test_compose_v1_is_not_enough(fake_docker: FakeDocker, machine: dict[str, Path]) -> None:
+    binary = executable(machine["path"] / "docker-compose")
+    fake_docker.on(rf"^{binary} version --short$", "1.29.2\n")
+    fake_docker.fail(r"^docker compose version", "docker: 'compose' is not a docker command.")
+    result = doctor.check_compose()
+    assert not result.ok and "Compose v2 or later is missing" in result.detail
+
+
+def test_compose_missing_names_the_package_and_installs_nothing(
+    fake_docker: FakeDocker, machine: dict[str, Path]
 ) -> None:
-    monkeypatch.setattr(engine, "_quiet", lambda args, timeout=10: completed(1))
-    monkeypatch.setattr(engine, "_compose_binaries", lambda: [])
+    fake_docker.fail(r"^docker compose version", "docker: 'compose' is not a docker command.")
     result = doctor.check_compose()
     assert not result.ok
-    assert "Compose v2 or later is missing" in result.detail
+    assert result.detail.startswith("Docker Compose v2 or later is missing: install")
     assert "pip install -r requirements.txt" in result.detail
+    assert "docker-compose-plugin" in result.detail
+    nothing_written(machine)
+    assert list(machine["venv"].iterdir()) == [], "no Compose is put in the venv either"
 
 
 # --------------------------------------------------------------------------- ports
@@ -145,9 +163,9 @@ def test_free_ports_pass(lab: settings.Settings) -> None:
 
 
 def test_port_held_by_a_process_names_it(
-    monkeypatch: pytest.MonkeyPatch, lab: settings.Settings, held_port: int
+    fake_docker: FakeDocker, lab: settings.Settings, held_port: int
 ) -> None:
-    monkeypatch.setattr(ports, "container_on_port", lambda port: None)
+    running_containers(fake_docker, ("web-1", "", "0.0.0.0:80->80/tcp"))
     result = doctor.check_ports(dataclasses.replace(lab, jupyter_port=held_port))
     assert not result.ok
     assert f"port {held_port} (LAB_JUPYTER_PORT)" in result.detail
@@ -158,20 +176,33 @@ def test_port_held_by_a_process_names_it(
         assert "another program" in result.detail
 
 
+def running_containers(fake: FakeDocker, *rows: tuple[str, str, str]) -> None:
+    """`docker ps` of running containers: (name, compose project, published ports)."""
+    fake.on(
+        r"^docker ps --no-trunc --format \{\{\.Names\}\}",
+        "".join("\t".join(row) + "\n" for row in rows),
+    )
+
+
 def test_port_held_by_another_container_names_it(
-    monkeypatch: pytest.MonkeyPatch, lab: settings.Settings, held_port: int
+    fake_docker: FakeDocker, lab: settings.Settings, held_port: int
 ) -> None:
-    monkeypatch.setattr(ports, "container_on_port", lambda port: ("other-mlflow-1", "other"))
+    running_containers(
+        fake_docker,
+        ("db-1", "", "0.0.0.0:5432->5432/tcp"),
+        ("other-mlflow-1", "other", f"127.0.0.1:{held_port}->8080/tcp"),
+    )
     result = doctor.check_ports(dataclasses.replace(lab, mlflow_port=held_port))
     assert not result.ok
     assert "in use by container other-mlflow-1" in result.detail
     assert "LAB_MLFLOW_PORT" in result.detail
+    assert "--all" not in fake_docker.argvs[0], "only running containers hold ports"
 
 
 def test_port_held_by_this_labs_own_stack_is_fine(
-    monkeypatch: pytest.MonkeyPatch, lab: settings.Settings, held_port: int
+    fake_docker: FakeDocker, lab: settings.Settings, held_port: int
 ) -> None:
-    monkeypatch.setattr(ports, "container_on_port", lambda port: ("x-mlflow-1", lab.project))
+    running_containers(fake_docker, ("x-mlflow-1", lab.project, f"127.0.0.1:{held_port}->8080/tcp"))
     assert doctor.check_ports(dataclasses.replace(lab, mlflow_port=held_port)).ok
 
 
@@ -263,18 +294,12 @@ def test_memory_without_proc_uses_the_docker_vm(
 
 
 def test_lab_running_asks_docker_for_this_project(
-    monkeypatch: pytest.MonkeyPatch, lab: settings.Settings
+    fake_docker: FakeDocker, lab: settings.Settings
 ) -> None:
-    calls: list[list[str]] = []
-
-    def run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        calls.append(args)
-        return completed(0, "abc123\n")
-
-    monkeypatch.setattr(subprocess, "run", run)
+    fake_docker.on(r"^docker ps ", ["abc123\n", ""])
     assert doctor._lab_running(lab)
-    assert f"label=com.docker.compose.project={lab.project}" in calls[0]
-    monkeypatch.setattr(subprocess, "run", lambda args, **kw: completed(0, ""))
+    assert f"label=com.docker.compose.project={lab.project}" in fake_docker.argvs[0]
+    assert "--all" not in fake_docker.argvs[0], "a stopped lab holds no memory"
     assert not doctor._lab_running(lab)
 
 
@@ -332,20 +357,19 @@ def test_ca_bundle_is_shown(lab: settings.Settings, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def healthy_machine(monkeypatch: pytest.MonkeyPatch, compose_cache: None) -> None:
-    monkeypatch.setattr(engine, "_quiet", lambda args, timeout=10: completed(0, "27.3.1"))
-    monkeypatch.setattr(
-        doctor,
-        "_docker_info",
-        lambda: {"DockerRootDir": "/", "Architecture": "x86_64", "MemTotal": 8 * GIB},
-    )
+def healthy_machine(fake_docker: FakeDocker, monkeypatch: pytest.MonkeyPatch) -> FakeDocker:
+    """An engine that answers, no image built yet, plenty of memory and disk."""
+    fake_docker.on(VERSION, "27.3.1\n")
+    info = {"DockerRootDir": "/", "Architecture": "x86_64", "MemTotal": 8 * GIB}
+    fake_docker.on(INFO, json.dumps(info))
+    fake_docker.fail(r"^docker image inspect ", "Error: No such image")
     monkeypatch.setattr(doctor, "_mem_available_bytes", lambda: 8 * GIB)
-    monkeypatch.setattr(images, "image_label", lambda image, label="": None)
     disk_with(monkeypatch, 100)
+    return fake_docker
 
 
 def test_run_lists_every_check_and_passes_on_a_good_machine(
-    healthy_machine: None, lab: settings.Settings
+    healthy_machine: FakeDocker, lab: settings.Settings
 ) -> None:
     results = doctor.run(lab)
     assert [r.name for r in results] == [
@@ -359,24 +383,26 @@ def test_run_lists_every_check_and_passes_on_a_good_machine(
         "ca bundle",
     ]
     assert all(r.ok for r in results), results
-    # No image exists yet (image_label is None): the disk must hold a build.
-    assert "4 GiB needed to build" in results[3].detail
+    # No image exists yet (image inspect fails): the disk must hold a build.
+    assert "4 GiB needed to build the mlflow and jupyter image" in results[3].detail
+    assert results[1].detail == "`docker compose` is available"
+    assert results[5].detail == "x86_64 (Docker engine)"
     doctor.require(lab)
+    asked = {line.split(" --")[0] for line in healthy_machine.lines}
+    assert asked == {"docker version", "docker info", "docker image inspect"}
 
 
 def test_without_engine_docker_is_not_asked_again(
-    monkeypatch: pytest.MonkeyPatch, healthy_machine: None, lab: settings.Settings
+    healthy_machine: FakeDocker, lab: settings.Settings
 ) -> None:
-    monkeypatch.setattr(engine, "_quiet", lambda args, timeout=10: completed(1))
-
-    def no_docker(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("asked Docker although the engine is down")
-
-    monkeypatch.setattr(doctor, "_docker_info", no_docker)
-    monkeypatch.setattr(images, "image_label", no_docker)
+    healthy_machine.fail(VERSION, "Cannot connect to the Docker daemon at unix:///x.sock")
     results = {r.name: r for r in doctor.run(lab)}
     assert not results["docker engine"].ok
     assert "4 GiB needed to build" in results["disk"].detail
+    assert results["cpu architecture"].detail.endswith("(this machine)")
+    assert all(line.startswith("docker version ") for line in healthy_machine.lines), (
+        "asked Docker more although the engine is down"
+    )
     with pytest.raises(LabError, match="Docker engine is not running"):
         doctor.require(lab)
 
@@ -395,45 +421,64 @@ def test_show_prints_json_and_fails_when_a_check_fails(capsys: pytest.CaptureFix
     assert capsys.readouterr().out.split() == ["pass", "a", "fine"]
 
 
-def test_doctor_task_exits_1_with_one_line(
-    monkeypatch: pytest.MonkeyPatch,
-    healthy_machine: None,
-    held_port: int,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+@pytest.fixture
+def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The tasks' settings from the environment only (no .env), state in tmp_path."""
     for name in settings.SETTING_NAMES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(settings, "ENV_FILE", tmp_path / "no.env")
     monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path / "state"))
+
+
+def test_doctor_task_exits_1_with_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    environment: None,
+    healthy_machine: FakeDocker,
+    held_port: int,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.setenv("LAB_MLFLOW_PORT", str(held_port))
     monkeypatch.setenv("LAB_JUPYTER_PORT", str(free_port()))
-    monkeypatch.setattr(ports, "container_on_port", lambda port: None)
+    running_containers(healthy_machine)  # no container: a process holds it
     with pytest.raises(Exit) as exited:
         tasks.doctor(MockContext(), json_=True)
     assert exited.value.code == 1
     assert str(exited.value.message).count("\n") == 0
+    assert str(exited.value.message).startswith("error: 1 of 8 checks failed (first: ports)")
     checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
     assert not checks["ports"]["ok"] and f"port {held_port}" in checks["ports"]["detail"]
 
 
-def test_up_fails_fast_on_a_held_port_before_building(
-    monkeypatch: pytest.MonkeyPatch, healthy_machine: None, held_port: int, tmp_path: Path
+def test_doctor_task_without_compose_says_how_to_install_it_and_writes_nothing(
+    environment: None,
+    healthy_machine: FakeDocker,
+    machine: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    for name in settings.SETTING_NAMES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(settings, "ENV_FILE", tmp_path / "no.env")
-    monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path / "state"))
+    healthy_machine.fail(r"^docker compose version", "docker: 'compose' is not a docker command.")
+    with pytest.raises(Exit) as exited:
+        tasks.doctor(MockContext())
+    assert str(exited.value.message).startswith("error: 1 of 8 checks failed (first: compose)")
+    [compose_line] = [line for line in capsys.readouterr().out.splitlines() if " compose " in line]
+    assert compose_line.startswith("FAIL  compose")
+    assert "pip install -r requirements.txt" in compose_line
+    nothing_written(machine)
+
+
+def test_up_fails_fast_on_a_held_port_before_building(
+    monkeypatch: pytest.MonkeyPatch, environment: None, healthy_machine: FakeDocker, held_port: int
+) -> None:
     monkeypatch.setenv("LAB_MLFLOW_PORT", str(free_port()))
     monkeypatch.setenv("LAB_JUPYTER_PORT", str(held_port))
-    monkeypatch.setattr(ports, "container_on_port", lambda port: None)
+    running_containers(healthy_machine)
 
-    def no_build(*args: Any) -> None:
+    def no_build(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("built although a check failed")
 
     monkeypatch.setattr(images, "build", no_build)
     started = time.monotonic()
-    # A MockContext without expectations fails any command: nothing may be run.
     with pytest.raises(Exit, match=rf"port {held_port} \(LAB_JUPYTER_PORT\) .* is in use by"):
         tasks.up(MockContext())
     assert time.monotonic() - started < 5
+    # Only the checks' questions: nothing was created or started.
+    assert not healthy_machine.matching(r"^docker (compose|start|run|create)")

@@ -1,27 +1,42 @@
-"""Image building decisions: base image choice, build inputs, CA bundle and wheels."""
+"""Image building decisions: base image choice, build inputs, CA bundle and wheels.
+
+Docker is the fake gateway: which images exist, pull and build answers are scripted.
+"""
 
 from __future__ import annotations
 
 import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from invoke.context import MockContext
-from invoke.runners import Result
 
-from mlflow_lab import PROJECT_ROOT
-from mlflow_lab.core import engine, settings, versions
+from mlflow_lab import COMPOSE_FILE, PROJECT_ROOT
+from mlflow_lab.core import docker, settings, versions
 from mlflow_lab.core.errors import LabError
 from mlflow_lab.lab import images
+from tests.helpers import FakeDocker, Result
+
+UPSTREAM = re.escape(versions.upstream_base_image())
+LABEL_QUERY = (
+    r"^docker image inspect --format \{\{index \.Config\.Labels \"org\.mlflow-lab\.inputs\"\}\}"
+)
 
 
 @pytest.fixture
 def lab(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> settings.Settings:
     monkeypatch.setattr(images, "BUILD_DIR", tmp_path / "build")
-    monkeypatch.setattr(engine, "has_buildx", lambda: False)
     env = {"LAB_STATE_DIR": str(tmp_path / "state"), "LAB_JUPYTER_TOKEN": "x" * 40}
     return settings.load(env, env_file=tmp_path / "none")
+
+
+@pytest.fixture
+def fake(fake_docker: FakeDocker) -> FakeDocker:
+    """No buildx; no image at all until a test says otherwise."""
+    fake_docker.fail(r"^docker buildx version$", "docker: 'buildx' is not a docker command.")
+    fake_docker.fail(r"^docker image inspect ", "Error: No such image")
+    return fake_docker
 
 
 def test_upstream_base_image_is_the_dockerfile_default() -> None:
@@ -57,18 +72,38 @@ def test_inputs_digest_changes_with_the_lab_but_not_the_server_image() -> None:
     assert images.inputs_digest("jupyter") == images.inputs_digest("jupyter")
 
 
+def test_stale_images_are_the_missing_and_the_differently_built(
+    fake: FakeDocker, lab: settings.Settings
+) -> None:
+    from mlflow_lab.lab.compose import LabCompose
+
+    compose = LabCompose(lab)
+    assert images.stale_images(compose) == ["mlflow", "jupyter"], "none exists"
+    fake.on(LABEL_QUERY + r" mlflow-lab/mlflow:latest$", images.inputs_digest("mlflow"))
+    fake.on(LABEL_QUERY + r" mlflow-lab/jupyter:latest$", "0123456789abcdef\n")
+    assert images.stale_images(compose) == ["jupyter"]
+    fake.on(LABEL_QUERY + r" mlflow-lab/jupyter:latest$", images.inputs_digest("jupyter"))
+    assert images.stale_images(compose) == []
+
+
 def test_build_context_carries_the_hosts_ca_bundle(
-    lab: settings.Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    fake: FakeDocker, lab: settings.Settings, tmp_path: Path
 ) -> None:
     bundle = tmp_path / "corp-ca.pem"
     bundle.write_text("-----BEGIN CERTIFICATE-----\nproxy\n", encoding="utf-8")
     with_ca = settings.Settings(**{**lab.__dict__, "ca_bundle": bundle})
     env = images.prepare_build_context(with_ca)
     assert (images.BUILD_DIR / "ca-bundle.pem").read_text() == bundle.read_text()
-    assert env["DOCKER_BUILDKIT"] == "0"
+    assert env["DOCKER_BUILDKIT"] == "0", "no buildx: the classic builder, said up front"
+    assert env["BUILD_INPUTS_JUPYTER"] == images.inputs_digest("jupyter")
     without = settings.Settings(**{**lab.__dict__, "ca_bundle": None})
     images.prepare_build_context(without)
     assert (images.BUILD_DIR / "ca-bundle.pem").read_text() == ""
+
+
+def test_with_buildx_buildkit_is_left_alone(fake: FakeDocker, lab: settings.Settings) -> None:
+    fake.on(r"^docker buildx version$", "github.com/docker/buildx v0.17.1\n")
+    assert "DOCKER_BUILDKIT" not in images.prepare_build_context(lab)
 
 
 def test_dockerfiles_trust_the_bundle_only_in_the_build_stage() -> None:
@@ -81,7 +116,9 @@ def test_dockerfiles_trust_the_bundle_only_in_the_build_stage() -> None:
         assert "HEALTHCHECK" in final_stage and "\nUSER " in final_stage, name
 
 
-def test_local_torch_wheel_replaces_the_index(lab: settings.Settings, tmp_path: Path) -> None:
+def test_local_torch_wheel_replaces_the_index(
+    fake: FakeDocker, lab: settings.Settings, tmp_path: Path
+) -> None:
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     name = f"torch-{versions.torch_version()}-cp311-cp311-manylinux_2_28_x86_64.whl"
@@ -95,57 +132,130 @@ def test_local_torch_wheel_replaces_the_index(lab: settings.Settings, tmp_path: 
     assert list((images.BUILD_DIR / "wheels").iterdir()) == []
 
 
+# ------------------------------------------------------------------- the base image
+
+
 def test_unpullable_upstream_falls_back_to_a_local_base(
-    lab: settings.Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    fake: FakeDocker,
+    lab: settings.Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(images, "_can_use", lambda image: False)
-    monkeypatch.setattr(images, "image_label", lambda image, label="": None)
-    monkeypatch.setattr(images, "_ensure_mmdebstrap", lambda ctx: None)
-    c = MockContext(run={re.compile(r"sh .*build\.sh mlflow-lab/base:"): Result(exited=0)})
-    assert images.ensure_base_image(c, lab) == images.local_base_tag()
-    assert "cannot be pulled" in capsys.readouterr().out
+    monkeypatch.setattr(images, "_ensure_mmdebstrap", lambda: None)
+    fake.fail(rf"^docker pull {UPSTREAM}$", "dial tcp: lookup registry-1.docker.io: no such host")
+    fake.on(r"^sh \S+/docker/base/build\.sh mlflow-lab/base:bookworm-\w+$", "built\n")
+    assert images.ensure_base_image(lab) == images.local_base_tag()
+    out = capsys.readouterr().out
+    assert "cannot be pulled" in out
+    assert f"✓ Base image {images.local_base_tag()} from Debian packages" in out
+    assert fake.argvs[-1] == ["sh", str(images.BASE_RECIPE), images.local_base_tag()]
+    assert "built" in (lab.state_dir / images.BUILD_LOG).read_text(encoding="utf-8")
 
 
-def test_pullable_upstream_is_used_as_is(
-    lab: settings.Settings, monkeypatch: pytest.MonkeyPatch
+def test_the_local_base_is_built_once(
+    fake: FakeDocker, lab: settings.Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(images, "_can_use", lambda image: True)
-    assert images.ensure_base_image(MockContext(), lab) == versions.upstream_base_image()
+    monkeypatch.setattr(images, "_ensure_mmdebstrap", lambda: None)
+    fake.fail(r"^docker pull ", "no such host")
+    fake.on(LABEL_QUERY + r" mlflow-lab/base:bookworm-\w+$", "\n")  # present, unlabelled
+    assert images.ensure_base_image(lab) == images.local_base_tag()
+    assert not fake.matching(r"^sh "), "an existing local base is not built again"
+
+
+def test_the_mirror_goes_to_the_base_recipe(
+    fake: FakeDocker, lab: settings.Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(images, "_ensure_mmdebstrap", lambda: None)
+    fake.on(r"^sh ")
+    mirrored = settings.Settings(**{**lab.__dict__, "debian_mirror": "http://mirror.example/d"})
+    images.build_local_base(mirrored, "mlflow-lab/base:test")
+    assert fake.calls[-1].env == {"LAB_DEBIAN_MIRROR": "http://mirror.example/d"}
+
+
+def test_present_or_pullable_upstream_is_used_as_is(
+    fake: FakeDocker, lab: settings.Settings
+) -> None:
+    fake.on(rf"^docker pull {UPSTREAM}$")
+    assert images.ensure_base_image(lab) == versions.upstream_base_image()
+    assert len(fake.matching(r"^docker pull ")) == 1
+    fake.on(LABEL_QUERY + rf" {UPSTREAM}$", "\n")
+    assert images.ensure_base_image(lab) == versions.upstream_base_image()
+    assert len(fake.matching(r"^docker pull ")) == 1, "a present image is not pulled again"
 
 
 def test_a_named_base_image_that_cannot_be_had_is_an_error(
-    lab: settings.Settings, monkeypatch: pytest.MonkeyPatch
+    fake: FakeDocker, lab: settings.Settings
 ) -> None:
-    monkeypatch.setattr(images, "_can_use", lambda image: False)
+    fake.fail(r"^docker pull registry\.example/py:3$", "manifest unknown")
     named = settings.Settings(**{**lab.__dict__, "base_image": "registry.example/py:3"})
     with pytest.raises(LabError, match=r"LAB_BASE_IMAGE='registry.example/py:3' is neither"):
-        images.ensure_base_image(MockContext(), named)
+        images.ensure_base_image(named)
+    assert not fake.matching(r"^sh "), "no local base is built instead of the named one"
 
 
 def test_failed_base_build_names_the_mirror(
-    lab: settings.Settings, monkeypatch: pytest.MonkeyPatch
+    fake: FakeDocker,
+    lab: settings.Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(images, "_can_use", lambda image: False)
-    monkeypatch.setattr(images, "image_label", lambda image, label="": None)
-    monkeypatch.setattr(images, "_ensure_mmdebstrap", lambda ctx: None)
-    c = MockContext(run=Result(exited=1, stderr="E: cannot reach deb.debian.org"))
+    monkeypatch.setattr(images, "_ensure_mmdebstrap", lambda: None)
+    fake.fail(r"^docker pull ", "no such host")
+    fake.fail(r"^sh ", "E: cannot reach deb.debian.org")
     with pytest.raises(LabError, match=r"cannot reach deb\.debian\.org.*LAB_DEBIAN_MIRROR"):
-        images.ensure_base_image(c, lab)
+        images.ensure_base_image(lab)
+    assert "full log: " in capsys.readouterr().out
 
+
+def test_no_mmdebstrap_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(images.shutil, "which", lambda name: None)
+    with pytest.raises(LabError, match=r"needs mmdebstrap: install it .*LAB_BASE_IMAGE"):
+        images._ensure_mmdebstrap()
+
+
+# ------------------------------------------------------------------------ the builds
 
 VENV_FAILED = Result(
-    exited=1,
+    (),
+    1,
     stdout="Step 5/20 : RUN python3 -m venv /opt/venv\n",
     stderr="The command '/bin/sh -c python3 -m venv /opt/venv' returned a non-zero code: 1\n"
     "\x1b[0m\n",
 )
+COMPOSE = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", "mlflow-lab"]
 
 
-def build_with(monkeypatch: pytest.MonkeyPatch, lab: settings.Settings, result: Result) -> None:
-    monkeypatch.setattr(images, "ensure_base_image", lambda ctx, lab: "base:1")
+@pytest.fixture
+def builder(fake: FakeDocker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeDocker:
+    """A base image at hand, no wheels; the engine keeps its data in tmp_path/docker."""
+    monkeypatch.setattr(images, "ensure_base_image", lambda lab, steps=None: "base:1")
     monkeypatch.setattr(images, "_place_wheels", lambda lab: False)
-    monkeypatch.setattr(engine, "compose_command", lambda: "docker compose")
-    images.build(MockContext(run={re.compile(r".* build mlflow"): result}), lab, ["mlflow"])
+    (tmp_path / "docker").mkdir()
+    fake.on(r"^docker info --format \{\{\.DockerRootDir\}\}$", f"{tmp_path / 'docker'}\n")
+    return fake
+
+
+def test_build_builds_in_composes_order_with_the_build_variables(
+    builder: FakeDocker, lab: settings.Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    builder.on(r"^docker compose .* build ", "Step 1/2 : FROM base:1\n")
+    images.build(lab, ["jupyter", "mlflow"], no_cache=True)
+    builds = builder.matching(r" build ")
+    assert [c.argv for c in builds] == [
+        [*COMPOSE, "build", "--no-cache", "mlflow"],
+        [*COMPOSE, "build", "--no-cache", "jupyter"],
+    ]
+    env = builds[0].env or {}
+    assert env["BASE_IMAGE"] == "base:1"
+    assert env["BUILD_INPUTS_MLFLOW"] == images.inputs_digest("mlflow")
+    assert env["LAB_IMAGE_TAG"] == "latest"
+    out = capsys.readouterr().out.splitlines()
+    assert [re.sub(r"\(\d+ s\)", "(N s)", line) for line in out] == [
+        "✓ The mlflow image (on base:1) (N s)",
+        "✓ The jupyter image (on base:1) (N s)",
+    ]
+    images.build(lab, ["jupyter"])
+    assert builder.argvs[-1] == [*COMPOSE, "build", "jupyter"], "only what was asked"
 
 
 @pytest.mark.parametrize(
@@ -154,22 +264,41 @@ def build_with(monkeypatch: pytest.MonkeyPatch, lab: settings.Settings, result: 
         # pip and venv can hide the ENOSPC: the engine's disk tells.
         (
             12 * 1024**2,
-            "the disk is full (0.0 GiB free on /var/lib/docker): free space (e.g. `docker "
+            "the disk is full (0.0 GiB free on {root}): free space (e.g. `docker "
             "system prune`) and run the command again; no lab data was touched",
         ),
         (
             50 * 1024**3,
             "building the mlflow image failed: The command '/bin/sh -c python3 -m venv "
-            "/opt/venv' returned a non-zero code: 1: see the output above, fix it, then run "
-            "the command again",
+            "/opt/venv' returned a non-zero code: 1: the full log is in {log}; fix it, then "
+            "run the command again",
         ),
     ],
 )
 def test_a_failed_build_says_whether_the_disk_ran_full(
-    monkeypatch: pytest.MonkeyPatch, lab: settings.Settings, free: int, told: str
+    builder: FakeDocker,
+    monkeypatch: pytest.MonkeyPatch,
+    lab: settings.Settings,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    free: int,
+    told: str,
 ) -> None:
-    monkeypatch.setattr(engine, "docker_root", lambda: "/var/lib/docker")
-    monkeypatch.setattr(engine, "free_space", lambda root: (root, free))
+    measured: list[str] = []
+
+    def usage(where: str) -> SimpleNamespace:
+        measured.append(str(where))
+        return SimpleNamespace(free=free)
+
+    monkeypatch.setattr(docker.shutil, "disk_usage", usage)
+    builder.on(r"^docker compose .* build mlflow$", VENV_FAILED)
+    log = lab.state_dir / images.BUILD_LOG
     with pytest.raises(LabError) as raised:
-        build_with(monkeypatch, lab, VENV_FAILED)
-    assert str(raised.value) == told
+        images.build(lab, ["mlflow"])
+    assert str(raised.value) == told.format(root=tmp_path / "docker", log=log)
+    assert measured == [str(tmp_path / "docker")], "the engine's data root is measured"
+    out = capsys.readouterr().out
+    assert "✗ The mlflow image (on base:1): failed after" in out
+    assert "    Step 5/20 : RUN python3 -m venv /opt/venv" in out
+    assert f"  full log: {log}" in out
+    assert "Step 5/20" in log.read_text(encoding="utf-8")

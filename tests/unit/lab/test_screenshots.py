@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from invoke.context import MockContext
 
 from mlflow_lab.core import settings
 from mlflow_lab.core.errors import LabError
@@ -26,7 +25,7 @@ def test_no_runs_of_the_lab_is_one_line_naming_the_fix(
 ) -> None:
     monkeypatch.setattr(screenshots, "find_lab_runs", lambda url: None)
     with pytest.raises(LabError, match=r"no runs of the lab yet.*--run-lab"):
-        screenshots.take(MockContext(), lab, tmp_path, run_lab=False)
+        screenshots.take(lab, tmp_path, run_lab=False)
     assert not list(tmp_path.iterdir()), "nothing is written"
 
 
@@ -36,7 +35,7 @@ def test_a_lab_missing_the_pictured_runs_counts_as_not_run(
     only_params = screenshots.LabRuns("1", {"params-demo": "r1"})
     monkeypatch.setattr(screenshots, "find_lab_runs", lambda url: only_params)
     with pytest.raises(LabError, match="--run-lab"):
-        screenshots.take(MockContext(), lab, tmp_path, run_lab=False)
+        screenshots.take(lab, tmp_path, run_lab=False)
 
 
 def test_no_chromium_is_one_line_naming_the_package(monkeypatch: pytest.MonkeyPatch) -> None:

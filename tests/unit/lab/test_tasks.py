@@ -1,45 +1,50 @@
-"""The invoke tasks, driven with invoke.MockContext: no Docker needed."""
+"""The invoke tasks against the fake Docker gateway: what the user sees, what is run."""
 
 from __future__ import annotations
 
 import io
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from invoke.context import MockContext
 from invoke.exceptions import Exit
-from invoke.runners import Result
 
 import tasks
-from mlflow_lab.core import engine, settings
+from mlflow_lab import COMPOSE_FILE
 from mlflow_lab.core import http as local_http
+from mlflow_lab.core import settings
 from mlflow_lab.core.errors import LabError
-from mlflow_lab.lab import course, images, stack, startup
-from tests.helpers import isolate_settings
+from mlflow_lab.lab import images, layout, stack, startup
+from mlflow_lab.lab.compose import LabCompose
+from tests.helpers import FakeDocker, isolate_settings
 
+COMPOSE = ["docker", "compose", "-f", str(COMPOSE_FILE), "-p", "mlflow-lab"]
 PS_HEALTHY = "\n".join(
     json.dumps({"Service": s, "State": "running", "Health": "healthy", "Name": f"lab-{s}-1"})
     for s in ("mlflow", "jupyter")
 )
+DIGESTS = {service: images.inputs_digest(service) for service in ("mlflow", "jupyter")}
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Settings from a temp state dir and no .env; no Docker behind any check."""
+def built_image(argv: list[str]) -> str:
+    """`docker image inspect --format ... mlflow-lab/SERVICE:TAG`: the tree's inputs label."""
+    return DIGESTS[argv[-1].split("/", 1)[1].split(":", 1)[0]] + "\n"
+
+
+@pytest.fixture
+def fake(fake_docker: FakeDocker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeDocker:
+    """Settings from a temp state dir and no .env; an engine that answers; both images
+    built from the tree as it is; the bundled lab and the course repo in place."""
     isolate_settings(monkeypatch, tmp_path)
-    monkeypatch.setattr(engine, "compose_command", lambda: "docker compose")
-    monkeypatch.setattr(engine, "engine_version", lambda: "28.0")
-    monkeypatch.setattr(stack, "preflight", lambda lab: None)
-    monkeypatch.setattr(images, "stale_images", lambda compose: [])
-    monkeypatch.setattr(course, "place_bundled_lab", lambda compose: "up to date")
-    monkeypatch.setattr(course, "workspace_has", lambda compose, name: True)
-
-
-def commands(c: MockContext) -> list[str]:
-    return [call.args[0] for call in c.run.call_args_list]  # type: ignore[attr-defined]
+    monkeypatch.setattr(stack, "preflight", lambda lab: None)  # doctor's own tests
+    fake_docker.on(r"^docker version --format", stdout="28.0\n")
+    fake_docker.on(r"^docker image inspect --format \{\{index \.Config\.Labels", built_image)
+    sync = layout.tool("workspace_sync.py")
+    fake_docker.on(rf"^docker exec j1 python3 {sync} --source ", stdout="up to date\n")
+    fake_docker.on(rf"^docker exec j1 test -e {layout.WORKSPACE}/\S+$")
+    return fake_docker
 
 
 def test_invoke_list_reads_like_a_manual() -> None:
@@ -55,21 +60,19 @@ def test_invoke_list_reads_like_a_manual() -> None:
             assert arg.help, f"{name} --{arg.name} has no help"
 
 
-def lab_context(*states: str, extra: dict[str, Result] | None = None) -> MockContext:
-    """Compose creates the containers, both start; `docker inspect` reports `states` in turn."""
-    return MockContext(
-        run={
-            re.compile(r".* up --no-start"): Result(exited=0),
-            re.compile(r"^docker ps --all"): Result(stdout="mlflow m1\njupyter j1\n"),
-            re.compile(r"^docker start "): Result(exited=0),
-            re.compile(r"^docker inspect "): [Result(stdout=state) for state in states],
-            re.compile(r".* stop$"): Result(exited=0),
-            **(extra or {}),
-        }
-    )
-
-
 HEALTHY = "running 0 healthy\nrunning 0 healthy\n"
+
+
+def lab(fake: FakeDocker, *states: str) -> FakeDocker:
+    """Compose creates the containers, both start; `docker inspect` reports `states` in turn."""
+    fake.on(r"^docker compose .* up --no-start --remove-orphans$")
+    fake.on(
+        r"^docker ps .*label=com\.docker\.compose\.project=mlflow-lab", "mlflow m1\njupyter j1\n"
+    )
+    fake.on(r"^docker start (m1|j1)$")
+    fake.on(r"^docker inspect --format .* m1 j1$", list(states))
+    fake.on(r"^docker compose .* stop$")
+    return fake
 
 
 @pytest.fixture
@@ -80,6 +83,7 @@ def answering(monkeypatch: pytest.MonkeyPatch) -> set[str]:
         local_http, "answers", lambda url: any(s in url for s in map(PORTS.get, up))
     )
     monkeypatch.setattr(startup, "POLL_S", 0.001)
+    monkeypatch.setattr(startup, "INSPECT_WHEN_ANSWERING_S", 0.001)
     return up
 
 
@@ -87,42 +91,52 @@ PORTS = {"mlflow": ":8080/", "jupyter": ":8888/"}
 
 
 def test_up_starts_both_at_once_waits_and_prints_urls(
-    answering: set[str], capsys: pytest.CaptureFixture[str]
+    fake: FakeDocker, answering: set[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    c = lab_context(HEALTHY)
-    tasks.up(c)
-    run = commands(c)
-    assert "-p mlflow-lab up --no-start" in run[0]
+    lab(fake, HEALTHY)
+    tasks.up(MockContext())
+    [create] = fake.matching(r" up --no-start")
+    assert create.argv == [*COMPOSE, "up", "--no-start", "--remove-orphans"]
     # Both containers are started, neither waits for the other's health.
-    assert sorted(cmd for cmd in run if cmd.startswith("docker start")) == [
-        "docker start j1",
-        "docker start m1",
+    assert sorted(argv for argv in fake.argvs if argv[1] == "start") == [
+        ["docker", "start", "j1"],
+        ["docker", "start", "m1"],
     ]
-    assert not any(" up --detach" in cmd or " stop" in cmd for cmd in run)
-    env = c.run.call_args_list[0].kwargs["env"]  # type: ignore[attr-defined]
-    assert env["LAB_MLFLOW_PORT"] == "8080"
-    assert env["LAB_JUPYTER_TOKEN"] == "t" * 48
+    assert not fake.matching(r" up --detach| stop$")
+    assert create.env is not None
+    assert create.env["LAB_MLFLOW_PORT"] == "8080"
+    assert create.env["LAB_JUPYTER_TOKEN"] == "t" * 48
     out = capsys.readouterr().out
     assert "Bundled lab: up to date" in out
     assert "http://127.0.0.1:8080" in out
     assert f"http://127.0.0.1:8888/lab?token={'t' * 48}" in out
+    assert 'Notebooks use mlflow.set_tracking_uri("http://127.0.0.1:8080").' in out
 
 
-def test_up_waits_for_docker_to_call_both_healthy(answering: set[str]) -> None:
+def test_up_waits_for_docker_to_call_both_healthy(fake: FakeDocker, answering: set[str]) -> None:
     starting = "running 0 healthy\nrunning 0 starting\n"
-    c = lab_context(starting, starting, HEALTHY)
-    tasks.up(c)
-    assert sum(cmd.startswith("docker inspect") for cmd in commands(c)) == 3
+    lab(fake, starting, starting, HEALTHY)
+    tasks.up(MockContext())
+    assert len(fake.matching(r"^docker inspect ")) == 3
 
 
-def test_up_builds_only_what_is_stale(monkeypatch: pytest.MonkeyPatch, answering: set[str]) -> None:
+def test_up_builds_only_what_is_stale(
+    fake: FakeDocker, monkeypatch: pytest.MonkeyPatch, answering: set[str]
+) -> None:
     built: list[list[str] | None] = []
-    monkeypatch.setattr(images, "stale_images", lambda compose: ["jupyter"])
-    monkeypatch.setattr(images, "build", lambda ctx, lab, services: built.append(services))
-    tasks.up(lab_context(HEALTHY))
+    stale = r"^docker image inspect .* mlflow-lab/jupyter:latest$"
+    fake.on(stale, DIGESTS["mlflow"])  # built from other inputs
+    monkeypatch.setattr(
+        images, "build", lambda lab, services, verbose=False: built.append(services)
+    )
+    lab(fake, HEALTHY)
+    tasks.up(MockContext())
     assert built == [["jupyter"]]
+    fake.fail(stale, "Error: No such image: mlflow-lab/jupyter:latest")
+    before = len(fake.calls)
     with pytest.raises(Exit, match="the jupyter image is missing or out of date"):
-        tasks.up(MockContext(run=Result(exited=0)), no_build=True)
+        tasks.up(MockContext(), no_build=True)
+    assert all(" image inspect " in line for line in fake.lines[before:]), "nothing started"
 
 
 @pytest.mark.parametrize(
@@ -134,43 +148,47 @@ def test_up_builds_only_what_is_stale(monkeypatch: pytest.MonkeyPatch, answering
     ],
 )
 def test_up_that_cannot_get_ready_stops_the_stack_and_says_why(
-    answering: set[str], state: str, reason: str
+    fake: FakeDocker, answering: set[str], state: str, reason: str
 ) -> None:
     answering.clear()
-    c = lab_context(state)
+    lab(fake, state)
     with pytest.raises(Exit) as raised:
-        tasks.up(c)
+        tasks.up(MockContext())
     message = str(raised.value.message)
     assert message == f"error: {reason}: see `invoke logs`, fix it, then `invoke up` again"
     assert raised.value.code == 1
-    assert commands(c)[-1].endswith(" stop"), "no half-started stack may be left running"
+    assert fake.argvs[-1] == [*COMPOSE, "stop"], "no half-started stack may be left running"
 
 
 def test_up_that_times_out_names_the_service_that_never_answered(
-    monkeypatch: pytest.MonkeyPatch, answering: set[str]
+    fake: FakeDocker, monkeypatch: pytest.MonkeyPatch, answering: set[str]
 ) -> None:
     answering.discard("jupyter")
     monkeypatch.setattr(startup, "READY_TIMEOUT_S", 0.05)
-    c = lab_context("running 0 healthy\nrunning 0 starting\n")
+    lab(fake, "running 0 healthy\nrunning 0 starting\n")
     with pytest.raises(Exit, match=r"error: the jupyter service was not ready after 0.05 s"):
-        tasks.up(c)
-    assert commands(c)[-1].endswith(" stop")
+        tasks.up(MockContext())
+    assert fake.argvs[-1] == [*COMPOSE, "stop"]
 
 
-def test_up_when_a_container_cannot_start_stops_the_other(answering: set[str]) -> None:
-    bound = Result(
-        exited=1, stderr="Error: Bind for 127.0.0.1:8888 failed: port is already allocated\n"
+def test_up_when_a_container_cannot_start_stops_the_other(
+    fake: FakeDocker, answering: set[str]
+) -> None:
+    lab(fake, HEALTHY)
+    fake.fail(
+        r"^docker start j1$", "Error: Bind for 127.0.0.1:8888 failed: port is already allocated\n"
     )
-    c = lab_context(HEALTHY, extra={"docker start j1": bound})
     with pytest.raises(Exit) as raised:
-        tasks.up(c)
+        tasks.up(MockContext())
     assert str(raised.value.message).startswith(
         "error: the jupyter container did not start: Error: Bind for 127.0.0.1:8888 failed"
     )
-    assert commands(c)[-1].endswith(" stop")
+    assert fake.argvs[-1] == [*COMPOSE, "stop"]
 
 
-def test_bad_setting_is_one_line_without_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_setting_is_one_line_without_traceback(
+    fake: FakeDocker, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LAB_MLFLOW_PORT", "abc")
     with pytest.raises(Exit) as raised:
         tasks.up(MockContext())
@@ -178,52 +196,63 @@ def test_bad_setting_is_one_line_without_traceback(monkeypatch: pytest.MonkeyPat
         "error: LAB_MLFLOW_PORT='abc' is not a port number: set it to a whole number from 1 "
         "to 65535 (in .env or the environment)"
     )
+    assert fake.calls == [], "nothing is asked of Docker with a bad setting"
 
 
-def test_down_keeps_volumes() -> None:
-    c = MockContext(run=Result(exited=0))
-    tasks.down(c)
-    assert commands(c)[0].endswith(" stop")
-    assert "--volumes" not in commands(c)[0]
+def test_down_keeps_volumes(fake: FakeDocker, capsys: pytest.CaptureFixture[str]) -> None:
+    fake.on(r"^docker compose .* stop$")
+    tasks.down(MockContext())
+    assert fake.argvs[-1] == [*COMPOSE, "stop"]
+    assert not fake.matching("--volumes|down")
+    assert "its data is kept" in capsys.readouterr().out
+
+
+def test_down_without_an_engine_says_how_to_start_it(fake: FakeDocker) -> None:
+    fake.fail(r"^docker version", "Cannot connect to the Docker daemon at unix:///x.sock")
+    with pytest.raises(Exit, match=r"^error: the Docker engine is not running.*systemctl"):
+        tasks.down(MockContext())
+    assert not fake.matching("compose")
 
 
 def test_destroy_refuses_without_yes_when_nobody_can_answer(
-    monkeypatch: pytest.MonkeyPatch,
+    fake: FakeDocker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
-    c = MockContext(run=Result(exited=0))
     with pytest.raises(Exit, match="add --yes to confirm"):
-        tasks.destroy(c)
-    assert commands(c) == []
+        tasks.destroy(MockContext())
+    assert not fake.matching("compose"), "nothing is deleted"
 
 
-def test_destroy_asks_and_does_nothing_unless_told_yes(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_destroy_asks_and_does_nothing_unless_told_yes(
+    fake: FakeDocker, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
 
+    fake.on(r"^docker compose .* down --volumes --remove-orphans$")
     monkeypatch.setattr("sys.stdin", Terminal("no\n"))
-    c = MockContext(run=Result(exited=0))
-    tasks.destroy(c)
-    assert commands(c) == []
+    tasks.destroy(MockContext())
+    assert not fake.matching("compose")
+    assert "Nothing was deleted." in capsys.readouterr().out
     monkeypatch.setattr("sys.stdin", Terminal("yes\n"))
-    tasks.destroy(c)
-    assert commands(c)[-1].endswith(" down --volumes --remove-orphans")
+    tasks.destroy(MockContext())
+    assert fake.argvs[-1] == [*COMPOSE, "down", "--volumes", "--remove-orphans"]
 
 
-def test_destroy_with_yes_removes_volumes() -> None:
-    c = MockContext(run=Result(exited=0))
-    tasks.destroy(c, yes=True)
-    assert commands(c) == [commands(c)[0]]
-    assert commands(c)[0].endswith(" down --volumes --remove-orphans")
+def test_destroy_with_yes_removes_volumes(fake: FakeDocker) -> None:
+    fake.on(r"^docker compose .* down --volumes --remove-orphans$")
+    tasks.destroy(MockContext(), yes=True)
+    assert fake.matching("compose") == fake.calls[-1:]
+    assert fake.argvs[-1] == [*COMPOSE, "down", "--volumes", "--remove-orphans"]
 
 
 def test_status_json_reports_state_health_and_token(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    fake: FakeDocker, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(local_http, "answers", lambda url: "8080" in url)
-    c = MockContext(run={re.compile(r".* ps --all"): Result(stdout=PS_HEALTHY)})
-    tasks.status(c, json_=True)
+    fake.on(r"^docker compose .* ps --all --format json$", PS_HEALTHY)
+    tasks.status(MockContext(), json_=True)
     report: dict[str, Any] = json.loads(capsys.readouterr().out)
     assert report["ready"] is False, "jupyter does not answer, so the lab is not ready"
     assert report["services"]["mlflow"] == {
@@ -236,30 +265,47 @@ def test_status_json_reports_state_health_and_token(
     assert report["services"]["jupyter"]["responding"] is False
 
 
-def test_status_of_a_stopped_lab(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_status_of_a_stopped_lab(
+    fake: FakeDocker, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(local_http, "answers", lambda url: True)
-    report = stack.status(MockContext(run=Result(stdout="")), settings.load())
+    fake.on(r" ps --all --format json$", "")
+    report = stack.status(settings.load())
     assert report["ready"] is False
     assert report["services"]["mlflow"]["state"] == "absent"
+    assert report["services"]["mlflow"]["responding"] is False, "absent answers nothing"
+    tasks.status(MockContext())
+    out = capsys.readouterr().out
+    assert out.startswith("Lab 'mlflow-lab': not ready")
+    assert f"Jupyter token: {'t' * 48}" in out
 
 
-def test_logs_validates_the_service_and_follows() -> None:
+def test_logs_validates_the_service_and_follows(fake: FakeDocker) -> None:
     with pytest.raises(Exit, match="no service named 'db': use one of mlflow, jupyter"):
         tasks.logs(MockContext(), service="db")
-    c = MockContext(run=Result(exited=0))
-    tasks.logs(c, service="mlflow", follow=True, tail=20)
-    assert commands(c)[0].endswith(" logs --tail 20 --follow mlflow")
+    assert fake.calls == []
+    fake.on(r"^docker compose .* logs ")
+    tasks.logs(MockContext(), service="mlflow", follow=True, tail=20)
+    assert fake.argvs[-1] == [*COMPOSE, "logs", "--tail", "20", "--follow", "mlflow"]
+    tasks.logs(MockContext())
+    assert fake.argvs[-1] == [*COMPOSE, "logs", "--tail", "200"]
+    fake.on(r" logs ", code=1)
+    with pytest.raises(Exit, match=r"`docker compose logs` failed \(exit code 1\)"):
+        tasks.logs(MockContext())
 
 
-def test_clone_needs_a_running_lab() -> None:
-    c = MockContext(run={re.compile(r".* ps --all"): Result(stdout="")})
+def test_clone_needs_a_running_lab(fake: FakeDocker) -> None:
+    fake.on(r"^docker compose .* ps --all --format json$", "")
     with pytest.raises(Exit, match="the lab is not running: start it with `invoke up`"):
-        tasks.clone(c)
+        tasks.clone(MockContext())
+    assert not fake.matching(r"^docker exec"), "nothing is placed"
 
 
-def test_compose_failure_on_a_full_disk_says_so() -> None:
-    from mlflow_lab.lab.compose import Compose
-
-    c = MockContext(run=Result(exited=1, stderr="write /var/lib/docker/x: no space left on device"))
+def test_compose_failure_on_a_full_disk_says_so(fake: FakeDocker) -> None:
+    fake.fail(r" build mlflow$", "write /var/lib/docker/x: no space left on device")
     with pytest.raises(LabError, match=r"^the disk is full: free space"):
-        Compose(c, settings.load()).run("build mlflow")
+        LabCompose(settings.load()).run("build", "mlflow")
+    fake.fail(r" build mlflow$", "some other failure\n")
+    with pytest.raises(LabError) as raised:
+        LabCompose(settings.load()).run("build", "mlflow")
+    assert str(raised.value) == "`docker compose build` failed: some other failure"
