@@ -91,9 +91,6 @@ class Steps:
                 disable=not live,
             )
             task = progress.add_task(title, total=None)
-            if not live:
-                # No live line to watch: say what is starting, so a log shows where it is.
-                self.console.print(f"… {title}", markup=False)
 
             def moved(done: int, total: int) -> None:
                 progress.update(task, completed=done, total=total)
