@@ -212,7 +212,7 @@ def build(
     compose = LabCompose(settings, extra_env=build_env)
     for service in SERVICES:
         if service in todo:
-            with steps.step(f"The {service} image (on {base})") as step:
+            with steps.step(f"The {service} image, on {base}") as step:
                 result = _build_one(compose, service, step, no_cache=no_cache)
                 if not result.ok:
                     raise LabError(_build_failure(service, result, str(steps.log_path)))
