@@ -204,7 +204,7 @@ def backup(c: Context, output: str = "") -> None:
     """Snapshot the running lab's runs, artifacts and notebooks into one file."""
     if not output:
         raise LabError("say where the backup goes: `invoke backup --output FILE`")
-    lab_backup.backup(c, settings.load(), Path(output))
+    lab_backup.backup(settings.load(), Path(output))
 
 
 @task(
@@ -214,7 +214,7 @@ def backup(c: Context, output: str = "") -> None:
 @_one_line_errors
 def restore(c: Context, file: str, yes: bool = False) -> None:
     """Replace the lab's runs, artifacts and notebooks with a backup's; asks first."""
-    lab_backup.restore(c, settings.load(), Path(file), yes=yes)
+    lab_backup.restore(settings.load(), Path(file), yes=yes)
 
 
 @task(

@@ -270,7 +270,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     try:
         yield folder
     finally:
-        subprocess.run(["umount", str(folder)], check=False)
+        subprocess.run(["umount", "--lazy", str(folder)], check=False)
 
 
 def big_db(path: Path, megabytes: int) -> None:
@@ -321,3 +321,14 @@ def test_paths_from_the_image_environment_are_expanded(tmp_path: Path) -> None:
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert out.startswith(b"SQLite format 3")
+
+
+def test_the_image_carries_the_script_where_the_host_calls_it() -> None:
+    from mlflow_lab.lab import backup
+
+    dockerfile = (PROJECT_ROOT / "docker" / "mlflow" / "Dockerfile").read_text(encoding="utf-8")
+    folder = backup.TOOL.rsplit("/", 1)[0]
+    assert f"COPY docker/mlflow/backup_part.py {folder}/" in dockerfile
+    # The Jupyter image is built on the MLflow image, so it has the script too.
+    jupyter = (PROJECT_ROOT / "docker" / "jupyter" / "Dockerfile").read_text(encoding="utf-8")
+    assert "FROM ${MLFLOW_IMAGE}\n" in jupyter
