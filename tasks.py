@@ -198,15 +198,20 @@ def bundle(c: Context, output: str) -> None:
     bundle_module.create(settings.load(), Path(output))
 
 
-@task(help={"file": "The bundle written by `invoke bundle`."})
+@task(
+    help={
+        "file": "The bundle written by `invoke bundle`.",
+        "sha256": "Refuse the file unless its sha256 is this (as `invoke bundle` printed it).",
+    }
+)
 @_one_line_errors
-def load(c: Context, file: str) -> None:
+def load(c: Context, file: str, sha256: str = "") -> None:
     """Check a bundle's every checksum, then load its images and course repo.
 
     A damaged bundle changes nothing. Afterwards `invoke up` needs no network and
-    builds nothing.
+    builds nothing. A bundle is code: load only one from someone you trust.
     """
-    bundle_module.load(settings.load(), Path(file))
+    bundle_module.load(settings.load(), Path(file), sha256=sha256 or None)
 
 
 @task(

@@ -6,13 +6,17 @@ A bundle is a plain (uncompressed) tar, so `tar tvf` lists it, holding:
   (measured on 2 cores: faster than `gzip -1` and a fifth smaller); `images.tar.gz`
   with `gzip -1` where zstd is not installed;
 - `lab/`: the bundled lab as the Jupyter image carries it, readable without Docker;
-- `course/<cache>.git/`: the course repo's bare cache as fetched, at the manifest's commit;
+- `course/course.bundle`: the course branch as a `git bundle` (objects and one ref; no
+  config, no hooks: a git folder's own config can run commands on the host);
 - `manifest.json`, last: versions, image IDs and build inputs, the course commit, and the
   size and sha256 of every other member.
 
 The manifest comes last because the images member's size and checksum are known only
-once it is written; `load` reads the whole file to check every checksum before it
-changes anything anyway.
+once it is written. `load` reads the file once: it checks every checksum while it
+copies the members it uses into a staging folder in the state dir, and uses only those
+copies, so a file changed after the check cannot slip anything in. A bundle is code
+(images that run, a repository): it must come from someone you trust; the checks keep
+it from doing anything on the host beyond loading the lab's own images and course repo.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,12 +48,13 @@ from mlflow_lab.lab import course, images
 from mlflow_lab.lab.compose import SERVICES, LabCompose
 
 FORMAT = "mlflow-lab-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 MANIFEST_MAX_BYTES = 16 << 20
 LAB_DIR = PROJECT_ROOT / "lab"
 LAB_PREFIX = "lab"
 COURSE_PREFIX = "course"
+COURSE_MEMBER = f"{COURSE_PREFIX}/course.bundle"
 CHUNK = 1 << 20
 BLOCK = tarfile.BLOCKSIZE
 # `docker load` has read its whole input by then; what is left is writing the tags.
@@ -72,6 +78,10 @@ CODECS = (
 )
 
 
+# What `load` uses, by member name: the staged copy's file name.
+STAGED = {**{c.member: c.member for c in CODECS}, COURSE_MEMBER: "course.bundle"}
+
+
 @dataclass(frozen=True)
 class Member:
     size: int | None  # None: a folder
@@ -91,7 +101,7 @@ class Course:
     url: str
     branch: str
     commit: str | None  # None: the bundle holds no course repo
-    cache: str | None  # the cache folder's name under course/
+    shallow: tuple[str, ...]  # the cache's shallow boundary (it is fetched with --depth 1)
     note: str | None  # why the copy is missing or not the newest (the fetch warning)
 
 
@@ -131,7 +141,7 @@ class Manifest:
                 "url": self.course.url,
                 "branch": self.course.branch,
                 "commit": self.course.commit,
-                "cache": self.course.cache,
+                "shallow": list(self.course.shallow),
                 "note": self.course.note,
             },
             "members": {
@@ -195,7 +205,7 @@ def parse_manifest(document: Any) -> Manifest:
         _get(course_doc, "url", str),
         _get(course_doc, "branch", str),
         _get(course_doc, "commit", str, optional=True),
-        _get(course_doc, "cache", str, optional=True),
+        tuple(_commits(_get(course_doc, "shallow", list))),
         _get(course_doc, "note", str, optional=True),
     )
     members: dict[str, Member] = {}
@@ -226,19 +236,26 @@ def _check_layout(manifest: Manifest) -> None:
     """Every member belongs where `load` expects it; nothing else is in the bundle."""
     if manifest.members.get(manifest.images_member, Member(None, None)).size is None:
         raise ManifestError(f"manifest.json lists no images member {manifest.images_member!r}")
-    cache = manifest.course.cache
-    if (cache is None) != (manifest.course.commit is None):
-        raise ManifestError("manifest.json gives a course commit without its cache, or back")
-    allowed = [LAB_PREFIX]
-    if cache is not None:
-        if "/" in cache or not cache.endswith(".git") or not _safe_name(cache):
-            raise ManifestError(f"manifest.json names an odd course cache {cache!r}")
-        allowed.append(f"{COURSE_PREFIX}/{cache}")
-    for name in manifest.members:
-        if name != manifest.images_member and not any(
-            name == top or name.startswith(f"{top}/") for top in allowed
-        ):
+    commit = manifest.course.commit
+    if commit is not None:
+        _commits([commit])
+    has_course = manifest.members.get(COURSE_MEMBER, Member(None, None)).size is not None
+    if has_course != (commit is not None):
+        raise ManifestError("manifest.json gives a course commit without its git bundle, or back")
+    # Folders (lab/) hold anything below them; files are named one by one. A new kind of
+    # member is one more entry here and in `write_bundle`.
+    folders, files = [LAB_PREFIX], [manifest.images_member, COURSE_MEMBER]
+    for name, entry in manifest.members.items():
+        in_folder = any(name == top or name.startswith(f"{top}/") for top in folders)
+        if not in_folder and not (name in files and entry.size is not None):
             raise ManifestError(f"manifest.json lists an unexpected member {name!r}")
+
+
+def _commits(values: list[Any]) -> list[str]:
+    for value in values:
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", value):
+            raise ManifestError(f"manifest.json names an odd commit {value!r}")
+    return values
 
 
 def _human(size: float) -> str:
@@ -344,19 +361,24 @@ class Writer:
                 self.out.write(info.tobuf(tarfile.GNU_FORMAT))
                 self.members[name] = Member(None, None)
                 continue
-            info = _tar_info(name, stat.st_size, stat.st_mode & 0o777, stat.st_mtime)
-            self.out.write(info.tobuf(tarfile.GNU_FORMAT))
-            digest, left = hashlib.sha256(), stat.st_size
-            with path.open("rb") as source:
-                while left:
-                    chunk = source.read(min(CHUNK, left))
-                    if not chunk:
-                        raise LabError(f"{path} shrank while it was bundled: run the command again")
-                    self.out.write(chunk)
-                    digest.update(chunk)
-                    left -= len(chunk)
-            self._pad(stat.st_size)
-            self.members[name] = Member(stat.st_size, digest.hexdigest())
+            self.add_file(name, path)
+
+    def add_file(self, name: str, path: Path) -> None:
+        """One plain file as member `name`."""
+        stat = path.lstat()
+        info = _tar_info(name, stat.st_size, stat.st_mode & 0o777, stat.st_mtime)
+        self.out.write(info.tobuf(tarfile.GNU_FORMAT))
+        digest, left = hashlib.sha256(), stat.st_size
+        with path.open("rb") as source:
+            while left:
+                chunk = source.read(min(CHUNK, left))
+                if not chunk:
+                    raise LabError(f"{path} shrank while it was bundled: run the command again")
+                self.out.write(chunk)
+                digest.update(chunk)
+                left -= len(chunk)
+        self._pad(stat.st_size)
+        self.members[name] = Member(stat.st_size, digest.hexdigest())
 
     def finish(self, manifest: Manifest) -> None:
         self.add_bytes(MANIFEST_NAME, json.dumps(manifest.document(), indent=2).encode() + b"\n")
@@ -377,8 +399,34 @@ def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> Iterator[bytes]
         yield chunk
 
 
-def verify(path: Path, progress: Progress | None = None) -> Manifest:
-    """Read the whole bundle; its manifest when every member matches it, else LabError."""
+class _Hashing:
+    """A file read through: the sha256 of every byte tarfile takes from it."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw, self.digest = raw, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.digest.update(data)
+        return data
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+
+def verify(
+    path: Path,
+    progress: Progress | None = None,
+    *,
+    stage: Path | None = None,
+    sha256: str | None = None,
+) -> Manifest:
+    """Read the whole bundle once; its manifest when every member matches it, else LabError.
+
+    With `stage`, the members `load` uses (the images, the course bundle) are copied
+    there as they are hashed: what is used afterwards is exactly what was checked.
+    With `sha256`, the whole file must have that digest as well.
+    """
     try:
         raw = path.open("rb")
     except FileNotFoundError:
@@ -389,9 +437,12 @@ def verify(path: Path, progress: Progress | None = None) -> Manifest:
         raise LabError(f"cannot read {path} ({exc.strerror}): check its permissions") from None
     found: dict[str, Member] = {}
     document: bytes | None = None
+    hashing = _Hashing(raw)
     try:
-        with raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+        with raw, tarfile.open(fileobj=hashing, mode="r|") as tar:  # type: ignore[call-overload]
             for info in tar:
+                if not _safe_name(info.name):
+                    raise damaged(path, f"unsafe member name {info.name!r}")
                 if info.name in found or (info.name == MANIFEST_NAME and document is not None):
                     raise damaged(path, f"{info.name} appears twice")
                 if info.name == MANIFEST_NAME and info.isfile():
@@ -401,20 +452,25 @@ def verify(path: Path, progress: Progress | None = None) -> Manifest:
                 elif info.isdir():
                     found[info.name] = Member(None, None)
                 elif info.isfile():
-                    digest, size = hashlib.sha256(), 0
-                    for chunk in _read_member(tar, info):
-                        digest.update(chunk)
-                        size += len(chunk)
-                        if progress:  # by file position, so headers count too
-                            progress.add(raw.tell() - progress.done_bytes)
-                    found[info.name] = Member(size, digest.hexdigest())
+                    staged = stage / STAGED[info.name] if stage and info.name in STAGED else None
+                    found[info.name] = _hash_member(tar, info, staged, raw, progress)
                 else:
-                    raise damaged(path, f"unexpected member {info.name}")
+                    raise damaged(path, f"{info.name} is a link or device: a bundle holds none")
+            # tarfile stops at the end-of-archive blocks: the rest counts for the digest.
+            while hashing.read(CHUNK):
+                pass
+    except StageError as exc:
+        raise LabError(f"cannot stage {path} in {stage} ({exc}): free space there") from None
     except (tarfile.TarError, EOFError, OSError, UnicodeDecodeError) as exc:
         raise damaged(path, f"cannot be read to the end: {exc}") from None
     finally:
         if progress:  # ends a live progress line before any error is printed
             progress.finish()
+    if sha256 is not None and hashing.digest.hexdigest() != sha256.strip().lower():
+        raise LabError(
+            f"{path} does not match the sha256 you gave (its sha256 is "
+            f"{hashing.digest.hexdigest()}): {DAMAGED_FIX}"
+        )
     if document is None:
         raise damaged(path, "no manifest.json: it is cut short or not a bundle")
     try:
@@ -434,6 +490,31 @@ def verify(path: Path, progress: Progress | None = None) -> Manifest:
     if wrong:
         raise damaged(path, f"checksum mismatch in {wrong[0]}")
     return manifest
+
+
+class StageError(Exception):
+    """Writing a staged copy failed (the disk of the state dir, not the bundle)."""
+
+
+def _hash_member(
+    tar: tarfile.TarFile,
+    info: tarfile.TarInfo,
+    staged: Path | None,
+    raw: BinaryIO,
+    progress: Progress | None,
+) -> Member:
+    digest, size = hashlib.sha256(), 0
+    with staged.open("xb") if staged else open(os.devnull, "wb") as sink:
+        for chunk in _read_member(tar, info):
+            digest.update(chunk)
+            size += len(chunk)
+            try:
+                sink.write(chunk)
+            except OSError as exc:
+                raise StageError(exc.strerror or exc) from None
+            if progress:  # by file position, so headers count too
+                progress.add(raw.tell() - progress.done_bytes)
+    return Member(size, digest.hexdigest())
 
 
 # ---------------------------------------------------------------- bundle
@@ -465,7 +546,7 @@ def _last_line(text: bytes | str, fallback: str) -> str:
 def _saved_images(names: list[str], codec: Codec, raw_bytes: list[int]) -> Iterator[bytes]:
     """`docker save NAMES | compress`, as chunks; the uncompressed size lands in raw_bytes."""
     with tempfile.TemporaryFile() as save_err, tempfile.TemporaryFile() as comp_err:
-        save = subprocess.Popen(["docker", "save", *names], stdout=subprocess.PIPE, stderr=save_err)
+        save = docker.popen(["save", *names], stdout=subprocess.PIPE, stderr=save_err)
         comp = subprocess.Popen(
             codec.compress, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=comp_err
         )
@@ -527,7 +608,21 @@ def _bundled_images(settings: Settings) -> tuple[Image, ...]:
     return tuple(found)
 
 
-def _course_to_bundle(settings: Settings) -> tuple[Course, Path | None]:
+def _git_bundle(cache: Path, branch: str, into: Path) -> tuple[Path, tuple[str, ...]]:
+    """The branch as a git bundle file in `into`, and the cache's shallow boundary."""
+    target = into / "course.bundle"
+    result = course._git(["bundle", "create", str(target), f"refs/heads/{branch}"], cwd=cache)
+    if result.returncode != 0:
+        raise LabError(
+            f"`git bundle create` in {cache} failed ({course._reason(result)}): delete that "
+            "folder (it is fetched again) and run `invoke bundle` again"
+        )
+    shallow_file = cache / "shallow"
+    shallow = shallow_file.read_text(encoding="utf-8").split() if shallow_file.is_file() else []
+    return target, tuple(shallow)
+
+
+def _course_to_bundle(settings: Settings, into: Path) -> tuple[Course, Path | None]:
     fetched = course.fetch_course_repo(settings)
     if fetched.warning:
         print(f"warning: {fetched.warning}")
@@ -537,12 +632,12 @@ def _course_to_bundle(settings: Settings) -> tuple[Course, Path | None]:
             f"warning: the bundle holds no course repo ({settings.repo_url} was never fetched "
             "here): machines loading it get the bundled lab only until `invoke clone` runs online"
         )
-        return Course(settings.repo_url, settings.repo_branch, None, None, fetched.warning), None
+        return Course(settings.repo_url, settings.repo_branch, None, (), fetched.warning), None
     print(f"  {settings.repo_url} (branch {settings.repo_branch}) at {commit[:12]}")
-    cache = fetched.cache
+    bundle_file, shallow = _git_bundle(fetched.cache, settings.repo_branch, into)
     return Course(
-        settings.repo_url, settings.repo_branch, commit, cache.name, fetched.warning
-    ), cache
+        settings.repo_url, settings.repo_branch, commit, shallow, fetched.warning
+    ), bundle_file
 
 
 def write_bundle(
@@ -552,7 +647,7 @@ def write_bundle(
     raw_bytes: list[int],
     bundled: tuple[Image, ...],
     course_entry: Course,
-    cache: Path | None,
+    course_bundle: Path | None,
     lab_dir: Path = LAB_DIR,
 ) -> Manifest:
     """Every member, then the manifest; raw_bytes[0] is the uncompressed images' size."""
@@ -563,8 +658,8 @@ def write_bundle(
     print(f"  {_human(raw_bytes[0])} of images compressed to {_human(progress.done_bytes)}")
     print("[4/4] Lab material and manifest")
     writer.add_tree(LAB_PREFIX, lab_dir)
-    if cache is not None:
-        writer.add_tree(f"{COURSE_PREFIX}/{cache.name}", cache)
+    if course_bundle is not None:
+        writer.add_file(COURSE_MEMBER, course_bundle)
     version, commit = tool_version()
     manifest = Manifest(
         created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -582,6 +677,14 @@ def write_bundle(
     return manifest
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        while chunk := source.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def create(settings: Settings, output: Path) -> None:
     """Write the bundle to `output` (replaced only once the new one is complete)."""
     output = output.expanduser().absolute()
@@ -596,22 +699,24 @@ def create(settings: Settings, output: Path) -> None:
     began = time.monotonic()
     print("[1/4] Images")
     bundled = _bundled_images(settings)
-    print("[2/4] Course repo")
-    course_entry, cache = _course_to_bundle(settings)
-    print(f"[3/4] Saving the images ({codec.name})")
     partial = output.with_name(output.name + ".partial")
     raw_bytes = [0]
     try:
-        with partial.open("wb") as out:
-            write_bundle(
-                out,
-                codec,
-                _saved_images([i.name for i in bundled], codec, raw_bytes),
-                raw_bytes,
-                bundled,
-                course_entry,
-                cache,
-            )
+        # The git bundle is written next to the output: the same disk the bundle needs.
+        with tempfile.TemporaryDirectory(dir=output.parent, prefix=".lab-bundle-") as tmp:
+            print("[2/4] Course repo")
+            course_entry, course_bundle = _course_to_bundle(settings, Path(tmp))
+            print(f"[3/4] Saving the images ({codec.name})")
+            with partial.open("wb") as out:
+                write_bundle(
+                    out,
+                    codec,
+                    _saved_images([i.name for i in bundled], codec, raw_bytes),
+                    raw_bytes,
+                    bundled,
+                    course_entry,
+                    course_bundle,
+                )
         partial.replace(output)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
@@ -624,25 +729,13 @@ def create(settings: Settings, output: Path) -> None:
         partial.unlink(missing_ok=True)
     size = output.stat().st_size
     print(
-        f"Wrote {output}: {_human(size)} ({size} bytes) in {time.monotonic() - began:.0f} s. "
-        f"On each machine: `invoke load {output.name}`, then `invoke up`."
+        f"Wrote {output}: {_human(size)} ({size} bytes) in {time.monotonic() - began:.0f} s, "
+        f"sha256 {file_sha256(output)}. On each machine: `invoke load {output.name}` (add "
+        "`--sha256 HEX` to check the copy), then `invoke up`."
     )
 
 
 # ---------------------------------------------------------------- load
-
-
-def _docker_root() -> Path:
-    result = subprocess.run(
-        ["docker", "info", "--format", "{{.DockerRootDir}}"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    root = Path(result.stdout.strip() or "/")
-    # Docker Desktop's data folder lives in its VM, not on this file system.
-    return root if root.is_dir() else Path("/")
 
 
 def _images_present(manifest: Manifest) -> bool:
@@ -688,8 +781,7 @@ def check_fits(manifest: Manifest, settings: Settings, path: Path) -> None:
             f"{existing} is not writable: make LAB_STATE_DIR writable or point it elsewhere"
         )
     if not _images_present(manifest):
-        root = _docker_root()
-        free = shutil.disk_usage(root).free
+        root, free = docker.free_space()
         if free < manifest.images_size:
             raise LabError(
                 f"the images need up to {_human(manifest.images_size)} on {root}, which has "
@@ -697,30 +789,80 @@ def check_fits(manifest: Manifest, settings: Settings, path: Path) -> None:
             )
 
 
-def _members_of(path: Path) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
-    with path.open("rb") as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
-        for info in tar:
-            yield tar, info
+IMAGE_INDEX_MAX_BYTES = 16 << 20
 
 
-def _docker_load(path: Path, manifest: Manifest) -> None:
+def image_tags(staged: Path, codec: Codec) -> tuple[set[str], set[str]]:
+    """The tags and image (config) IDs a `docker save` stream would give `docker load`,
+    read from its manifest.json and repositories before the engine sees any of it."""
+    tags: set[str] = set()
+    ids: set[str] = set()
+    seen_manifest = False
+    with staged.open("rb") as source:
+        unpack = subprocess.Popen(
+            codec.decompress, stdin=source, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        assert unpack.stdout is not None
+        try:
+            with tarfile.open(fileobj=unpack.stdout, mode="r|") as tar:
+                for info in tar:
+                    if info.name not in ("manifest.json", "repositories"):
+                        continue
+                    if not info.isfile() or info.size > IMAGE_INDEX_MAX_BYTES:
+                        raise ValueError(f"its {info.name} is odd")
+                    document = json.loads(b"".join(_read_member(tar, info)))
+                    if info.name == "manifest.json":
+                        seen_manifest = True
+                        for entry in document:
+                            tags.update(entry.get("RepoTags") or [])
+                            config = str(entry["Config"]).removesuffix(".json")
+                            ids.add("sha256:" + config.rsplit("/", 1)[-1])
+                    else:
+                        for repo, by_tag in document.items():
+                            tags.update(f"{repo}:{tag}" for tag in by_tag)
+        except (tarfile.TarError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"its images cannot be read ({exc})") from None
+        finally:
+            unpack.kill()
+            unpack.wait()
+    if not seen_manifest:
+        raise ValueError("its images have no manifest.json")
+    return tags, ids
+
+
+def check_images(staged: Path, manifest: Manifest, path: Path) -> None:
+    """Only the lab's own images, with the IDs the manifest names: anything else in the
+    stream would be tagged on this machine by `docker load`."""
+    try:
+        tags, ids = image_tags(staged, manifest.codec())
+    except ValueError as exc:
+        raise damaged(path, str(exc)) from None
+    wanted_tags = {i.name for i in manifest.images}
+    foreign = sorted(tags - wanted_tags) or sorted(ids - {i.id for i in manifest.images})
+    if foreign:
+        raise LabError(
+            f"{path} carries images that are not the lab's ({foreign[0]}): it was not made by "
+            "`invoke bundle`; nothing was loaded, use a bundle from someone you trust"
+        )
+    if ids != {i.id for i in manifest.images} or tags != wanted_tags:
+        raise damaged(path, "its images are not the ones its manifest names")
+
+
+def _docker_load(staged: Path, manifest: Manifest) -> None:
     codec = manifest.codec()
-    size = manifest.members[manifest.images_member].size
-    progress = Progress("loaded", size)
+    progress = Progress("loaded", staged.stat().st_size)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         unpack = subprocess.Popen(
             codec.decompress, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err
         )
-        load = subprocess.Popen(["docker", "load"], stdin=unpack.stdout, stdout=out, stderr=err)
+        load = docker.popen(["load"], stdin=unpack.stdout, stdout=out, stderr=err)
         assert unpack.stdin and unpack.stdout
         unpack.stdout.close()  # docker load holds the read end now
         try:
-            for tar, info in _members_of(path):
-                if info.name == manifest.images_member:
-                    for chunk in _read_member(tar, info):
-                        unpack.stdin.write(chunk)
-                        progress.add(len(chunk))
-                    break
+            with staged.open("rb") as source:
+                while chunk := source.read(CHUNK):
+                    unpack.stdin.write(chunk)
+                    progress.add(len(chunk))
             unpack.stdin.close()
             unpack.wait(timeout=DOCKER_FINISH_TIMEOUT_S)
             load.wait(timeout=DOCKER_FINISH_TIMEOUT_S)
@@ -735,7 +877,7 @@ def _docker_load(path: Path, manifest: Manifest) -> None:
         if unpack.returncode != 0 or load.returncode != 0:
             err.seek(0)
             reason = _last_line(err.read(), "no output")
-            if "no space left" in reason.lower():
+            if docker.says_disk_full(reason):
                 raise LabError(
                     "the disk is full: free space (e.g. `docker system prune`) and run "
                     "`invoke load` again"
@@ -746,33 +888,47 @@ def _docker_load(path: Path, manifest: Manifest) -> None:
             print(f"  {line.strip()}")
 
 
-def _place_course(path: Path, manifest: Manifest, settings: Settings) -> None:
-    """The bundled cache replaces this machine's, whole; the first `up` will not fetch."""
-    bundled = manifest.course
+def _git_checked(args: list[str], cwd: Path, what: str, path: Path) -> str:
+    # The repository is ours (written here, no hooks, our config); nothing in the bundle
+    # is read as configuration.
+    result = course._git(["-c", "core.hooksPath=/dev/null", *args], cwd=cwd)
+    if result.returncode != 0:
+        raise damaged(path, f"its course repo: {what} failed: {course._reason(result)}")
+    return result.stdout
+
+
+def make_cache(staged_bundle: Path, manifest: Manifest, settings: Settings, into: Path) -> None:
+    """A bare course cache in `into` made from the git bundle: `git init` with a config
+    this tool writes (origin is LAB_REPO_URL), the bundle's objects, the one branch."""
+    bundled, path = manifest.course, staged_bundle
+    branch = settings.repo_branch
+    # An empty template: no sample hooks or other files from the system's templates.
+    _git_checked(["init", "-q", "--bare", "--template=", str(into)], into.parent, "init", path)
+    _git_checked(["config", "remote.origin.url", settings.repo_url], into, "config", path)
+    _git_checked(["symbolic-ref", "HEAD", f"refs/heads/{branch}"], into, "symbolic-ref", path)
+    _git_checked(["bundle", "verify", "-q", str(staged_bundle)], into, "bundle verify", path)
+    # unbundle, not fetch: the cache is shallow (fetched with --depth 1), and fetch would
+    # refuse history that stops there; the boundary comes from the checked manifest.
+    heads = _git_checked(["bundle", "unbundle", str(staged_bundle)], into, "unbundle", path)
+    ref = f"refs/heads/{branch}"
+    if f"{bundled.commit} {ref}" not in heads.splitlines():
+        raise damaged(path, f"its course repo has no {ref} at {bundled.commit}")
+    if bundled.shallow:
+        (into / "shallow").write_text("".join(f"{c}\n" for c in bundled.shallow), "utf-8")
+    _git_checked(["update-ref", ref, str(bundled.commit)], into, "update-ref", path)
+    _git_checked(["fsck", "--connectivity-only", "--no-progress"], into, "fsck", path)
+
+
+def _place_course(staged_bundle: Path, manifest: Manifest, settings: Settings) -> None:
+    """A cache made from the bundle replaces this machine's, whole; the first `up` will
+    not fetch."""
     target = course.cache_path(settings)
-    prefix = f"{COURSE_PREFIX}/{bundled.cache}"
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     old = target.with_name(target.name + ".old")
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        for tar, info in _members_of(path):
-            if info.name != prefix and not info.name.startswith(prefix + "/"):
-                continue
-            dest = partial / PurePosixPath(info.name).relative_to(prefix)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if info.isdir():
-                dest.mkdir(parents=True, exist_ok=True)
-                dest.chmod(info.mode | 0o700)  # the owner must be able to replace it later
-                continue
-            digest = hashlib.sha256()
-            with dest.open("wb") as sink:
-                for chunk in _read_member(tar, info):
-                    sink.write(chunk)
-                    digest.update(chunk)
-            if digest.hexdigest() != manifest.members[info.name].sha256:
-                raise damaged(path, f"{info.name} changed since it was checked")
-            dest.chmod(info.mode & 0o777)
+        make_cache(staged_bundle, manifest, settings, partial)
         shutil.rmtree(old, ignore_errors=True)
         if target.exists():
             target.rename(old)
@@ -780,29 +936,56 @@ def _place_course(path: Path, manifest: Manifest, settings: Settings) -> None:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    course.bundle_marker(target).write_text(f"{bundled.commit}\n", encoding="utf-8")
-    print(f"  {target} at {str(bundled.commit)[:12]} (the first `invoke up` will not fetch it)")
+    course.bundle_marker(target).write_text(f"{manifest.course.commit}\n", encoding="utf-8")
+    print(
+        f"  {target} at {str(manifest.course.commit)[:12]} (the first `invoke up` will not "
+        "fetch it)"
+    )
 
 
-def load(settings: Settings, path: Path) -> None:
+def _staging(settings: Settings) -> Path:
+    state = settings.state_dir
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=state, prefix=".load-"))
+    except OSError as exc:
+        raise LabError(
+            f"cannot write in {state} ({exc.strerror}): make LAB_STATE_DIR writable"
+        ) from None
+
+
+def load(settings: Settings, path: Path, sha256: str | None = None) -> None:
     """Check the whole bundle, then load its images and place its course repo."""
     path = path.expanduser()
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256.strip()):
+        raise LabError(f"--sha256 {sha256!r} is not a sha256: give the 64 hex digits")
     size = path.stat().st_size if path.is_file() else None
     print(f"[1/3] Checking {path}" + (f" ({_human(size)})" if size else ""))
-    # The file first: a damaged bundle is worth knowing about even without an engine.
-    manifest = verify(path, Progress("checked", size))
-    docker.engine_version()
-    check_fits(manifest, settings, path)
-    print(
-        f"  made {manifest.created} by mlflow-lab {manifest.tool_version}, "
-        f"MLflow {manifest.mlflow_version}"
-    )
+    stage = _staging(settings)
+    try:
+        # The file first: a damaged bundle is worth knowing about even without an engine.
+        manifest = verify(path, Progress("checked", size), stage=stage, sha256=sha256)
+        docker.engine_version()
+        check_fits(manifest, settings, path)
+        print(
+            f"  made {manifest.created} by mlflow-lab {manifest.tool_version}, "
+            f"MLflow {manifest.mlflow_version}"
+        )
+        _load_staged(settings, path, manifest, stage)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    print(f"Loaded {path.name}: `invoke up` now starts the lab without network or builds.")
+
+
+def _load_staged(settings: Settings, path: Path, manifest: Manifest, stage: Path) -> None:
     try:
         print("[2/3] Images")
         if _images_present(manifest):
             print("  both images are already here, with the same IDs: nothing to load")
         else:
-            _docker_load(path, manifest)
+            staged = stage / STAGED[manifest.images_member]
+            check_images(staged, manifest, path)
+            _docker_load(staged, manifest)
             for image in manifest.images:
                 loaded = docker.image_id(image.name)
                 if loaded != image.id:
@@ -818,11 +1001,8 @@ def load(settings: Settings, path: Path) -> None:
                 "online"
             )
         else:
-            _place_course(path, manifest, settings)
-    except (tarfile.TarError, EOFError) as exc:
-        raise damaged(path, f"it changed while it was loaded: {exc}") from None
+            _place_course(stage / STAGED[COURSE_MEMBER], manifest, settings)
     except OSError as exc:
         raise LabError(
             f"loading {path} failed ({exc.strerror or exc}): fix that, then load again"
         ) from None
-    print(f"Loaded {path.name}: `invoke up` now starts the lab without network or builds.")

@@ -11,7 +11,7 @@ import yaml
 from mlflow_lab import COMPOSE_FILE, PROJECT_ROOT
 from mlflow_lab.core import settings
 from mlflow_lab.core.errors import LabError
-from mlflow_lab.lab import compose, course, layout, verify
+from mlflow_lab.lab import backup, compose, course, layout, verify
 from mlflow_lab.lab.compose import LabCompose
 from tests.helpers import FakeDocker, isolate_settings
 
@@ -103,7 +103,9 @@ def test_every_tool_the_host_runs_is_copied_into_an_image() -> None:
             *sources, target = line.split()
             if target.rstrip("/") in ("${LAB_TOOLS}", str(layout.TOOLS)):
                 copied.update(Path(source).name for source in sources)
-    used = {Path(p).name for p in (course.SYNC_SCRIPT, verify.PROBE, verify.HARD_DELETE)}
+    used = {
+        Path(p).name for p in (course.SYNC_SCRIPT, verify.PROBE, verify.HARD_DELETE, backup.TOOL)
+    }
     assert used <= copied, f"not in any image: {used - copied}"
     for name in used:
         assert any((PROJECT_ROOT / "docker" / image / name).is_file() for image in DOCKERFILES)

@@ -251,8 +251,8 @@ def test_build_builds_in_composes_order_with_the_build_variables(
     assert env["LAB_IMAGE_TAG"] == "latest"
     out = capsys.readouterr().out.splitlines()
     assert [re.sub(r"\(\d+ s\)", "(N s)", line) for line in out] == [
-        "✓ The mlflow image (on base:1) (N s)",
-        "✓ The jupyter image (on base:1) (N s)",
+        "✓ The mlflow image, on base:1 (N s)",
+        "✓ The jupyter image, on base:1 (N s)",
     ]
     images.build(lab, ["jupyter"])
     assert builder.argvs[-1] == [*COMPOSE, "build", "jupyter"], "only what was asked"
@@ -298,7 +298,7 @@ def test_a_failed_build_says_whether_the_disk_ran_full(
     assert str(raised.value) == told.format(root=tmp_path / "docker", log=log)
     assert measured == [str(tmp_path / "docker")], "the engine's data root is measured"
     out = capsys.readouterr().out
-    assert "✗ The mlflow image (on base:1): failed after" in out
+    assert "✗ The mlflow image, on base:1: failed after" in out
     assert "    Step 5/20 : RUN python3 -m venv /opt/venv" in out
     assert f"  full log: {log}" in out
     assert "Step 5/20" in log.read_text(encoding="utf-8")
