@@ -8,6 +8,7 @@ directory, its database already migrated. Every figure is a median of the rounds
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import statistics
@@ -276,7 +277,7 @@ def cold_build_s(ctx: Context, settings: Settings) -> float:
     tag = "bench-cold"
     base = f"mlflow-lab/base:{tag}"
     began = time.perf_counter()
-    ctx.run(f"sh {images.BASE_RECIPE} {base}", hide=True)
+    ctx.run(shlex.join(["sh", str(images.BASE_RECIPE), base]), hide=True)
     cold = Settings(**{**settings.__dict__, "image_tag": tag, "base_image": base})
     images.build(ctx, cold, no_cache=True)
     elapsed = time.perf_counter() - began

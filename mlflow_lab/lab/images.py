@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 
@@ -137,7 +138,9 @@ def ensure_base_image(ctx: Context, settings: Settings) -> str:
     _ensure_mmdebstrap(ctx)
     print(f"Building {tag} from Debian packages (about 30 s)...")
     mirror_env = {"LAB_DEBIAN_MIRROR": settings.debian_mirror} if settings.debian_mirror else {}
-    result = ctx.run(f"sh {BASE_RECIPE} {tag}", hide="stdout", warn=True, env=mirror_env)
+    # Quoted: a checkout path with spaces would split into several arguments.
+    command = shlex.join(["sh", str(BASE_RECIPE), tag])
+    result = ctx.run(command, hide="stdout", warn=True, env=mirror_env)
     if result is None or result.failed:
         lines = result.stderr.strip().splitlines() if result is not None else []
         tail = lines[-1] if lines else "no output"

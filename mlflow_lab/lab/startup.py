@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shlex
 import time
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -93,9 +94,11 @@ def problem(service: str, state: State | None) -> str | None:
 
 def probe_urls(compose: Compose) -> dict[str, str]:
     lab = compose.settings
+    # Quoted: `a+b` would reach Jupyter as `a b` and readiness would never come.
+    token = urllib.parse.quote(lab.jupyter_token, safe="")
     return {
         "mlflow": f"{lab.mlflow_url}/health",
-        "jupyter": f"{lab.jupyter_url}/api/status?token={lab.jupyter_token}",
+        "jupyter": f"{lab.jupyter_url}/api/status?token={token}",
     }
 
 

@@ -278,8 +278,18 @@ def compose_reads(tmp_path: Path, env_text: str) -> str | None:
         encoding="utf-8",
     )
     result = subprocess.run(
-        [str(COMPOSE_BINARY), "-p", "envcheck", "-f", "x.yaml", "--env-file", "x.env"]
-        + ["config", "--format", "json"],
+        [
+            COMPOSE_BINARY,
+            "-p",
+            "envcheck",
+            "-f",
+            "x.yaml",
+            "--env-file",
+            "x.env",
+            "config",
+            "--format",
+            "json",
+        ],
         cwd=tmp_path,
         # Nothing from this machine's environment or a real engine: the file alone.
         env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},

@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from invoke.context import MockContext
+from invoke.config import Config
+from invoke.context import Context, MockContext
 from invoke.runners import Result
 
 from mlflow_lab import PROJECT_ROOT
@@ -173,3 +174,22 @@ def test_a_failed_build_says_whether_the_disk_ran_full(
     with pytest.raises(LabError) as raised:
         build_with(monkeypatch, lab, VENV_FAILED)
     assert str(raised.value) == told
+
+
+def test_the_local_base_build_runs_from_a_checkout_path_with_spaces(
+    lab: settings.Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A stand-in for docker/base/build.sh in a checkout whose path has spaces: it writes
+    # down the arguments the real shell gave it.
+    recipe = tmp_path / "my course checkout" / "docker" / "base" / "build.sh"
+    recipe.parent.mkdir(parents=True)
+    seen = tmp_path / "argv.txt"
+    recipe.write_text(f'printf "%s\\n" "$0" "$@" > "{seen}"\n', encoding="utf-8")
+    monkeypatch.setattr(images, "BASE_RECIPE", recipe)
+    monkeypatch.setattr(images, "_can_use", lambda image: False)
+    monkeypatch.setattr(images, "image_label", lambda image, label="": None)
+    monkeypatch.setattr(images, "_ensure_mmdebstrap", lambda ctx: None)
+    # A real shell, stdin left alone (pytest has none to give).
+    ctx = Context(Config(overrides={"run": {"in_stream": False}}))
+    tag = images.ensure_base_image(ctx, lab)
+    assert seen.read_text(encoding="utf-8").splitlines() == [str(recipe), tag]
