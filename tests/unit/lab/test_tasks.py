@@ -108,6 +108,49 @@ def test_up_starts_both_at_once_waits_and_prints_urls(
     assert f"http://127.0.0.1:8888/lab?token={'t' * 48}" in out
 
 
+LOCKED = (
+    "placing /home/student/workspace/{dir} failed: fatal: Unable to create "
+    "'/home/student/workspace/{dir}/.git/index.lock': File exists."
+)
+
+
+@pytest.mark.parametrize("failing", [["bundled"], ["course"], ["bundled", "course"]])
+def test_up_whose_material_cannot_be_placed_still_reports_the_lab_up_with_its_urls(
+    monkeypatch: pytest.MonkeyPatch,
+    answering: set[str],
+    capsys: pytest.CaptureFixture[str],
+    failing: list[str],
+) -> None:
+    def place_bundled(compose: object) -> str:
+        if "bundled" in failing:
+            raise LabError(LOCKED.format(dir="mlflow-tracking-lab"))
+        return "up to date"
+
+    def place_course(compose: object, lab: object) -> list[str]:
+        if "course" in failing:
+            raise LabError(LOCKED.format(dir="MLOps"))
+        return ["cloned"]
+
+    monkeypatch.setattr(course, "place_bundled_lab", place_bundled)
+    monkeypatch.setattr(course, "workspace_has", lambda compose, name: False)
+    monkeypatch.setattr(course, "place_course_repo", place_course)
+    c = lab_context(HEALTHY)
+    tasks.up(c)  # no Exit: the lab runs, so `up` succeeds (exit code 0)
+    out = capsys.readouterr().out
+    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+    names = {
+        "bundled": "the bundled lab (mlflow-tracking-lab/)",
+        "course": "the course repo (MLOps/)",
+    }
+    assert len(warnings) == len(failing)
+    for part, line in zip(failing, warnings, strict=True):
+        assert line.startswith(f"warning: the lab is up, but {names[part]} was not placed (")
+        assert "index.lock" in line and line.endswith("run `invoke clone` to place it")
+    assert "http://127.0.0.1:8080" in out
+    assert f"http://127.0.0.1:8888/lab?token={'t' * 48}" in out
+    assert not any(cmd.endswith(" stop") for cmd in commands(c)), "the lab stays up"
+
+
 def test_up_waits_for_docker_to_call_both_healthy(answering: set[str]) -> None:
     starting = "running 0 healthy\nrunning 0 starting\n"
     c = lab_context(starting, starting, HEALTHY)
