@@ -306,3 +306,11 @@ def test_compose_failure_on_a_full_disk_says_so() -> None:
     c = MockContext(run=Result(exited=1, stderr="write /var/lib/docker/x: no space left on device"))
     with pytest.raises(LabError, match=r"^the disk is full: free space"):
         Compose(c, settings.load()).run("build mlflow")
+
+
+def test_the_readme_task_table_lists_every_task() -> None:
+    from invoke.collection import Collection
+
+    readme = (Path(tasks.__file__).parent / "README.md").read_text(encoding="utf-8")
+    table = re.findall(r"^\| `invoke ([a-z][\w.-]*)", readme, flags=re.MULTILINE)
+    assert sorted(set(table)) == sorted(Collection.from_module(tasks).task_names)
