@@ -58,7 +58,11 @@ def build(c: Context, service: str = "") -> None:
 @task(help={"no_build": "Fail instead of building when an image is missing or out of date."})
 @_one_line_errors
 def up(c: Context, no_build: bool = False) -> None:
-    """Start the lab (building what is missing), wait until it is ready, print the URLs."""
+    """Start the lab (building what is missing), wait until it is ready, print the URLs.
+
+    Exit code 0 once both services answer, also when lab material could not be placed:
+    a `warning:` line names it, and `invoke clone` places it later.
+    """
     stack.up(c, settings.load(), build=not no_build)
 
 
