@@ -71,7 +71,11 @@ def build(c: Context, service: str = "", verbose: bool = False) -> None:
 )
 @_one_line_errors
 def up(c: Context, no_build: bool = False, verbose: bool = False) -> None:
-    """Start the lab (building what is missing), wait until it is ready, print the URLs."""
+    """Start the lab (building what is missing), wait until it is ready, print the URLs.
+
+    Exit code 0 once both services answer, also when lab material could not be placed:
+    a `warning:` line names it, and `invoke clone` places it later.
+    """
     stack.up(settings.load(), build=not no_build, verbose=verbose)
 
 

@@ -495,7 +495,7 @@ def _probe_remote(ctx: _Context) -> str:
     ref = f"refs/heads/{ctx.branch}"
     try:
         out = _run(
-            ["ls-remote", "--exit-code", ctx.source, ref],
+            ["ls-remote", "--exit-code", "--", ctx.source, ref],
             Path("/"),
             ctx.timeout,
             check=False,
@@ -708,7 +708,7 @@ def _fetch(ctx: _Context, remote_tip: str, old_tip: str | None, head: str) -> tu
         extra = [] if depth is None else ["--depth", str(depth)]
         _network(
             ctx,
-            ["fetch", "--quiet", "--no-tags", *extra, ctx.source, refspec],
+            ["fetch", "--quiet", "--no-tags", *extra, "--", ctx.source, refspec],
             ctx.dest,
         )
         tip = _rev(ctx, ctx.remote_ref)
@@ -747,11 +747,11 @@ def _bridge(ctx: _Context, old_tip: str, new_tip: str) -> str:
 def _repoint_origin(ctx: _Context) -> str | None:
     current = _git(ctx, "remote", "get-url", "origin", check=False)
     if current.code != 0:
-        _git(ctx, "remote", "add", "origin", ctx.source)
+        _git(ctx, "remote", "add", "--", "origin", ctx.source)
         return "(no origin)"
     if _same_source(current.text, ctx.source):
         return None
-    _git(ctx, "remote", "set-url", "origin", ctx.source)
+    _git(ctx, "remote", "set-url", "--", "origin", ctx.source)
     return current.text
 
 

@@ -7,14 +7,19 @@ The environment wins over `.env`, as with Docker Compose.
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import os
 import re
 import secrets
+import unicodedata
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+
+from dotenv.parser import parse_stream
 
 from mlflow_lab import COMPOSE_FILE, PROJECT_ROOT
 from mlflow_lab.core.errors import LabError
@@ -25,6 +30,17 @@ MIN_GENERATED_TOKEN_CHARS = 48
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _COMPOSE_DEFAULT = re.compile(r"\$\{(LAB_[A-Z0-9_]+):-([^}]*)\}")
+_LEADING_EXPORT = re.compile(r"^\s*(?:export\s+)?")
+# Docker's image tag grammar.
+_IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# One entry of MLflow's allowed hosts (fnmatch patterns): a name, an IPv4 address or a
+# wildcard pattern such as `*.example.org`, then optionally `:port` or `:*`.
+_ALLOWED_HOST = re.compile(
+    r"^(?P<host>[A-Za-z0-9*](?:[A-Za-z0-9*.-]*[A-Za-z0-9*])?)(?::(?P<port>\*|[0-9]{1,5}))?$"
+)
+# What git refuses in a branch name (git-check-ref-format), and a leading '-' that
+# git would take for an option.
+_BAD_BRANCH = re.compile(r"^-|\.\.|@\{|[\s~^:?*\[\\]|//|^/|/$|\.lock$|\.$|^@$")
 
 
 @dataclass(frozen=True)
@@ -40,7 +56,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LAB_JUPYTER_PORT", "Host port of JupyterLab."),
     Setting(
         "LAB_BIND_ADDRESS",
-        "Address the ports are published on; 0.0.0.0 opens them to the network.",
+        "Loopback address the ports are published on (127.0.0.1 or another 127.x "
+        "address); other addresses are refused: this lab has no login.",
     ),
     Setting(
         "LAB_JUPYTER_TOKEN",
@@ -78,7 +95,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LAB_MLFLOW_WORKERS", "Worker processes of the MLflow server."),
     Setting(
         "LAB_EXTRA_ALLOWED_HOSTS",
-        "More Host headers MLflow accepts, each starting with a comma (e.g. `,lab.example.org:*`).",
+        "More Host headers MLflow accepts, comma-separated: host, host:port or host:* "
+        "(e.g. `lab.example.org:*`).",
     ),
 )
 SETTING_NAMES = frozenset(s.name for s in SETTINGS)
@@ -99,39 +117,99 @@ def default_of(name: str) -> str:
     return compose_defaults().get(name, spec.default)
 
 
+def _line_number(binding_line: int, original: str) -> int:
+    # python-dotenv counts a binding from the blank lines before it; the error names the
+    # line the text is on.
+    blank = original[: len(original) - len(original.lstrip())]
+    return binding_line + len(re.findall(r"\r\n|\n|\r", blank))
+
+
+def _compose_difference(key: str, value: str, original: str) -> str | None:
+    """How Docker Compose would read this LAB_ line otherwise than python-dotenv; None if alike.
+
+    Compose substitutes `$VAR` outside single quotes, keeps `\\` in single quotes and
+    starts an inline comment only at " #": such values are refused rather than guessed.
+    """
+    rest = _LEADING_EXPORT.sub("", original, count=1)[len(key) :].lstrip(" \t")
+    rest = rest[1:].lstrip(" \t")  # after the '='
+    quote = rest[:1]
+    if quote != "'" and "$" in value:
+        return f"it substitutes variables for `$`: write the value in single quotes ({key}='...')"
+    if quote == "'" and "\\\\" in rest:
+        return (
+            f'it keeps both backslashes of `\\\\` in single quotes: use double quotes ({key}="...")'
+        )
+    if quote not in ("'", '"') and "#" in rest:
+        first_line = rest.splitlines()[0] if rest else ""
+        if first_line.split(" #", 1)[0].rstrip() != value:
+            return f"it reads `#` here as part of the value: quote the value ({key}='...')"
+    return None
+
+
 def parse_env_file(path: Path) -> dict[str, str]:
-    """Parse a `.env` file strictly: a malformed line is an error, never skipped."""
+    """Parse a `.env` file the way Docker Compose reads it, strictly.
+
+    python-dotenv does the reading (quotes, escapes, inline comments, `export`). A line
+    it cannot read is an error naming the line, never skipped; an unknown LAB_ name is
+    refused; a LAB_ value Compose would read differently is refused with the fix.
+    """
     values: dict[str, str] = {}
     if not path.is_file():
         return values
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export ") :].lstrip()
-        name, sep, value = line.partition("=")
-        name = name.strip()
-        if not sep or not _NAME.match(name):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise LabError(f"{path.name} is not UTF-8 text: save it as UTF-8") from None
+    except OSError as exc:
+        raise LabError(f"cannot read {path}: {exc.strerror}: make it readable") from None
+    for binding in parse_stream(io.StringIO(text)):
+        original = binding.original.string
+        number = _line_number(binding.original.line, original)
+        if binding.key is None and not binding.error:
+            continue  # blank lines and comments
+        key, value = binding.key, binding.value
+        if (
+            binding.error
+            or key is None
+            or value is None
+            or not _NAME.match(key)
+            # python-dotenv accepts a quoted name ('KEY'=v); Compose does not.
+            or not _LEADING_EXPORT.sub("", original, count=1).startswith(key)
+        ):
+            shown = original.strip().splitlines()[0] if original.strip() else original
             raise LabError(
-                f"{path.name} line {number}: {raw.strip()!r} is not NAME=value: "
-                "fix or remove that line"
+                f"{path.name} line {number}: {shown!r} is not NAME=value: fix or remove that line"
             )
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        if name.startswith("LAB_") and name not in SETTING_NAMES:
-            raise LabError(
-                f"{path.name} line {number}: unknown setting {name}: see .env.example for the names"
-            )
-        values[name] = value
+        if key.startswith("LAB_"):
+            if key not in SETTING_NAMES:
+                raise LabError(
+                    f"{path.name} line {number}: unknown setting {key}: see .env.example for "
+                    "the names"
+                )
+            why = _compose_difference(key, value, original)
+            if why:
+                raise LabError(
+                    f"{path.name} line {number}: Docker Compose reads {key} otherwise: {why}"
+                )
+        values[key] = value
     return values
 
 
+def _plain_text(name: str, value: str) -> str:
+    """Refuse control characters (a newline, a NUL) and undecodable bytes in a setting."""
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Cs"):
+            raise LabError(
+                f"{name} contains the control character U+{ord(char):04X}: write the value "
+                "on one line with printable characters"
+            )
+    return value
+
+
 def _port(name: str, value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 65535:
+    # ASCII digits only: str.isdigit() also takes '²' (int() then fails) and other scripts'
+    # digits, which Docker does not read as a port.
+    if not re.fullmatch(r"[0-9]{1,5}", value) or not 1 <= int(value) <= 65535:
         raise LabError(
             f"{name}={value!r} is not a port number: set it to a whole number from 1 to "
             "65535 (in .env or the environment)"
@@ -139,27 +217,99 @@ def _port(name: str, value: str) -> int:
     return int(value)
 
 
+def _workers(value: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,2}", value) or not 1 <= int(value) <= 16:
+        raise LabError(f"LAB_MLFLOW_WORKERS={value!r}: use a whole number from 1 to 16")
+    return int(value)
+
+
 def _bind_address(value: str) -> str:
     try:
-        ipaddress.IPv4Address(value)
+        address = ipaddress.IPv4Address(value)
     except ValueError:
         raise LabError(
-            f"LAB_BIND_ADDRESS={value!r} is not an IPv4 address: use 127.0.0.1 (this "
-            "machine only) or 0.0.0.0 (every network interface)"
+            f"LAB_BIND_ADDRESS={value!r} is not an IPv4 address: use 127.0.0.1 (this machine only)"
         ) from None
+    if not address.is_loopback:
+        # Any non-loopback address, not only 0.0.0.0: the lab has no login either way.
+        raise LabError(
+            f"LAB_BIND_ADDRESS={value!r} would open this lab to the network, where MLflow "
+            "has no login and Jupyter only a shared token: use 127.0.0.1 (or another 127.x "
+            "address); to serve a class over the network use the classroom server "
+            "(`invoke classroom.up`, coming)"
+        )
     return value
 
 
+def _allowed_hosts(value: str) -> str:
+    """A comma-separated list (a leading comma is fine), as compose.yaml appends it."""
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    for entry in entries:
+        match = _ALLOWED_HOST.match(entry)
+        port = match["port"] if match else None
+        if match is None or (port not in (None, "*") and not 1 <= int(port) <= 65535):
+            raise LabError(
+                f"LAB_EXTRA_ALLOWED_HOSTS entry {entry!r} is not host, host:port or host:*: "
+                "give a comma-separated list such as lab.example.org,10.0.0.5:8080"
+            )
+    # compose.yaml appends the value right after its own last entry.
+    return "".join(f",{entry}" for entry in entries)
+
+
+def _repo_url(value: str) -> str:
+    if value.startswith("-"):
+        raise LabError(
+            f"LAB_REPO_URL={value!r} starts with '-', which git would take for an option: "
+            "use the repository's URL (https://... or git@...)"
+        )
+    return value
+
+
+def _repo_branch(value: str) -> str:
+    if not value or _BAD_BRANCH.search(value):
+        raise LabError(
+            f"LAB_REPO_BRANCH={value!r} is not a git branch name: use the branch's name "
+            "as git shows it (e.g. dev)"
+        )
+    return value
+
+
+def _image_tag(value: str) -> str:
+    if not _IMAGE_TAG.match(value):
+        raise LabError(
+            f"LAB_IMAGE_TAG={value!r} is not a Docker image tag: use letters, digits, '_', "
+            "'.' and '-' (at most 128, not starting with '.' or '-')"
+        )
+    return value
+
+
+def _expand(name: str, value: str) -> Path:
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # `~someone` for a user this machine does not know
+        raise LabError(f"{name}={value!r}: no such home folder: write the full path") from None
+
+
 def _existing_file(name: str, value: str) -> Path:
-    path = Path(value).expanduser()
+    path = _expand(name, value)
     if not path.is_file():
         raise LabError(f"{name}={value!r}: no such file: point it at a PEM CA bundle")
     return path
 
 
-def _resolve(value: str) -> Path:
-    path = Path(value).expanduser()
+def _resolve(name: str, value: str) -> Path:
+    path = _expand(name, value)
     return path if path.is_absolute() else (PROJECT_ROOT / path).resolve()
+
+
+def _state_dir(value: str) -> Path:
+    path = _resolve("LAB_STATE_DIR", value)
+    if ":" in str(path):
+        # compose.yaml mounts it as SOURCE:TARGET:ro, which a ':' would split.
+        raise LabError(f"LAB_STATE_DIR={value!r} contains ':': choose a folder without ':'")
+    if path.exists() and not path.is_dir():
+        raise LabError(f"LAB_STATE_DIR={value!r} is not a folder: point it at a folder")
+    return path
 
 
 @dataclass(frozen=True)
@@ -178,7 +328,7 @@ class Settings:
     state_dir: Path
     image_tag: str
     mlflow_workers: int
-    extra_allowed_hosts: str
+    extra_allowed_hosts: str  # as compose.yaml appends it: empty, or each entry after a comma
 
     @property
     def host(self) -> str:
@@ -195,7 +345,8 @@ class Settings:
 
     @property
     def jupyter_url_with_token(self) -> str:
-        return f"{self.jupyter_url}/lab?token={self.jupyter_token}"
+        # Quoted: a token with `+`, `&`, `#` or `%` would otherwise reach Jupyter changed.
+        return f"{self.jupyter_url}/lab?token={urllib.parse.quote(self.jupyter_token, safe='')}"
 
     @property
     def course_cache_dir(self) -> Path:
@@ -216,16 +367,36 @@ class Settings:
         }
 
 
-def _token(given: str, state_dir: Path) -> str:
-    if given:
-        if any(c.isspace() for c in given):
-            raise LabError("LAB_JUPYTER_TOKEN contains white space: use letters and digits")
-        return given
+def _token_problem(token: str) -> str | None:
+    if any(c.isspace() for c in token):
+        return "contains white space"
+    if not all(c.isascii() and c.isprintable() for c in token):
+        # The token also goes into HTTP headers (verify, the kernel check), which are ASCII.
+        return "contains a character that is not printable ASCII"
+    return None
+
+
+def _check_token(given: str) -> str:
+    problem = _token_problem(given)
+    if problem:
+        raise LabError(f"LAB_JUPYTER_TOKEN {problem}: use letters, digits and ASCII punctuation")
+    return given
+
+
+def _kept_token(state_dir: Path) -> str:
+    """The token generated once per install, made now if there is none."""
     token_file = state_dir / TOKEN_FILE_NAME
-    if token_file.is_file():
-        kept = token_file.read_text(encoding="utf-8").strip()
-        if kept:
-            return kept
+    try:
+        kept = token_file.read_text(encoding="utf-8").strip() if token_file.is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        kept = "\0"  # unreadable: refused below like a damaged token
+    if kept and _token_problem(kept):
+        raise LabError(
+            f"the Jupyter token kept in {token_file} is unreadable or damaged: delete "
+            "that file (a new token is made) or set LAB_JUPYTER_TOKEN"
+        )
+    if kept:
+        return kept
     # Generated once per install and kept, so bookmarks and open tabs survive down/up.
     token = secrets.token_hex(MIN_GENERATED_TOKEN_CHARS // 2)
     try:
@@ -241,15 +412,19 @@ def _token(given: str, state_dir: Path) -> str:
 
 
 def load(environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> Settings:
-    """Read and check every setting; raise LabError naming the first bad one."""
+    """Read and check every setting; raise LabError naming the first bad one.
+
+    Every check comes before the one write (a token made on first use): a bad setting
+    leaves the state dir as it was.
+    """
     environ = os.environ if environ is None else environ
     from_file = parse_env_file(ENV_FILE if env_file is None else env_file)
 
     def get(name: str) -> str:
         if name in environ:
-            return environ[name].strip()
+            return _plain_text(name, environ[name].strip())
         if name in from_file:
-            return from_file[name]
+            return _plain_text(name, from_file[name])
         return default_of(name)
 
     mlflow_port = _port("LAB_MLFLOW_PORT", get("LAB_MLFLOW_PORT"))
@@ -265,9 +440,13 @@ def load(environ: Mapping[str, str] | None = None, env_file: Path | None = None)
             f"LAB_PROJECT={project!r} is not a valid compose project name: use lower-case "
             "letters, digits, '-' and '_', starting with a letter or digit"
         )
-    workers = get("LAB_MLFLOW_WORKERS")
-    if not workers.isdigit() or not 1 <= int(workers) <= 16:
-        raise LabError(f"LAB_MLFLOW_WORKERS={workers!r}: use a whole number from 1 to 16")
+    workers = _workers(get("LAB_MLFLOW_WORKERS"))
+    bind_address = _bind_address(get("LAB_BIND_ADDRESS"))
+    given_token = _check_token(get("LAB_JUPYTER_TOKEN"))
+    repo_url = _repo_url(get("LAB_REPO_URL"))
+    repo_branch = _repo_branch(get("LAB_REPO_BRANCH"))
+    image_tag = _image_tag(get("LAB_IMAGE_TAG"))
+    extra_allowed_hosts = _allowed_hosts(get("LAB_EXTRA_ALLOWED_HOSTS"))
 
     ca_value = get("LAB_CA_BUNDLE")
     ca_bundle: Path | None = None
@@ -280,27 +459,27 @@ def load(environ: Mapping[str, str] | None = None, env_file: Path | None = None)
                 break
 
     wheels_value = get("LAB_WHEELS_DIR") or environ.get("PIP_FIND_LINKS", "")
-    wheels_dir = _resolve(wheels_value) if wheels_value else None
+    wheels_dir = _resolve("LAB_WHEELS_DIR", wheels_value) if wheels_value else None
     if wheels_dir is not None and not wheels_dir.is_dir():
         if get("LAB_WHEELS_DIR"):
             raise LabError(f"LAB_WHEELS_DIR={wheels_value!r} is not a folder: fix or unset it")
         wheels_dir = None  # PIP_FIND_LINKS may well be a URL: then it is not for us
 
-    state_dir = _resolve(get("LAB_STATE_DIR"))
+    state_dir = _state_dir(get("LAB_STATE_DIR"))
     return Settings(
         mlflow_port=mlflow_port,
         jupyter_port=jupyter_port,
-        bind_address=_bind_address(get("LAB_BIND_ADDRESS")),
-        jupyter_token=_token(get("LAB_JUPYTER_TOKEN"), state_dir),
+        bind_address=bind_address,
+        jupyter_token=given_token or _kept_token(state_dir),
         project=project,
-        repo_url=get("LAB_REPO_URL"),
-        repo_branch=get("LAB_REPO_BRANCH"),
+        repo_url=repo_url,
+        repo_branch=repo_branch,
         ca_bundle=ca_bundle,
         base_image=get("LAB_BASE_IMAGE") or "auto",
         debian_mirror=get("LAB_DEBIAN_MIRROR"),
         wheels_dir=wheels_dir,
         state_dir=state_dir,
-        image_tag=get("LAB_IMAGE_TAG"),
-        mlflow_workers=int(workers),
-        extra_allowed_hosts=get("LAB_EXTRA_ALLOWED_HOSTS"),
+        image_tag=image_tag,
+        mlflow_workers=workers,
+        extra_allowed_hosts=extra_allowed_hosts,
     )

@@ -111,7 +111,10 @@ def fetch_course_repo(settings: Settings) -> Fetched:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_name(cache.name + ".partial")
             shutil.rmtree(tmp, ignore_errors=True)
-            result = _git(["clone", "--bare", "--depth", "1", "--branch", branch, url, str(tmp)])
+            # `--`: whatever LAB_REPO_URL says, git reads it as a URL, never as an option.
+            result = _git(
+                ["clone", "--bare", "--depth", "1", "--branch", branch, "--", url, str(tmp)]
+            )
             if result.returncode == 0:
                 tmp.rename(cache)
     except FileNotFoundError:

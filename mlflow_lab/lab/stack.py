@@ -32,13 +32,27 @@ def up(settings: Settings, *, build: bool = True, verbose: bool = False) -> None
         images.build(settings, stale, verbose=verbose)
     # Docker would create the bind-mount source as root if it were missing.
     settings.course_cache_dir.mkdir(parents=True, exist_ok=True)
-    bundled, has_course = _start_with_bundled_lab(compose, course.repo_name(settings.repo_url))
+    name = course.repo_name(settings.repo_url)
+    bundled, has_course = _start_with_bundled_lab(compose, name)
     print(bundled)
     # The course repo (network) waits until the lab is known to be up, and comes once:
     # later updates are `invoke clone`'s.
-    for line in [] if has_course else course_lines(compose, settings):
-        print(line)
+    if not has_course:
+        try:
+            lines = course_lines(compose, settings)
+        except LabError as exc:
+            lines = [not_placed_line(f"the course repo ({name}/)", exc)]
+        for line in lines:
+            print(line)
+    # The stack runs and answers whatever the material did: the URLs are printed and
+    # `up` exits 0; a warning names what is missing and `invoke clone` places it later.
     print_ready(settings)
+
+
+def not_placed_line(what: str, exc: LabError) -> str:
+    return (
+        f"warning: the lab is up, but {what} was not placed ({exc}): run `invoke clone` to place it"
+    )
 
 
 def _start_with_bundled_lab(compose: LabCompose, course_name: str) -> tuple[str, bool]:
@@ -49,7 +63,14 @@ def _start_with_bundled_lab(compose: LabCompose, course_name: str) -> tuple[str,
     """
 
     def local_placement() -> tuple[str, bool]:
-        return bundled_lab_line(compose), course.workspace_has(compose, course_name)
+        try:
+            line = bundled_lab_line(compose)
+        except LabError as exc:  # e.g. a student's git lock in the workspace copy
+            line = not_placed_line(f"the bundled lab ({course.BUNDLED_LAB_DIR}/)", exc)
+        try:
+            return line, course.workspace_has(compose, course_name)
+        except LabError:
+            return line, False  # the course placement that follows says what is wrong
 
     placing: list[Future[tuple[str, bool]]] = []
     try:

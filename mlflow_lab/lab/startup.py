@@ -10,6 +10,7 @@ the lab is ready when the slower of the two is, not after both in turn.
 from __future__ import annotations
 
 import time
+import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -86,9 +87,11 @@ def problem(service: str, state: State | None) -> str | None:
 
 def probe_urls(compose: LabCompose) -> dict[str, str]:
     lab = compose.settings
+    # Quoted: `a+b` would reach Jupyter as `a b` and readiness would never come.
+    token = urllib.parse.quote(lab.jupyter_token, safe="")
     return {
         "mlflow": f"{lab.mlflow_url}/health",
-        "jupyter": f"{lab.jupyter_url}/api/status?token={lab.jupyter_token}",
+        "jupyter": f"{lab.jupyter_url}/api/status?token={token}",
     }
 
 

@@ -69,13 +69,14 @@ def own_kernels(lab: Lab) -> Iterator[None]:
     """Kernels the test starts (by opening a notebook) are shut down afterwards."""
 
     def sessions() -> set[str]:
-        url = f"{lab.jupyter_url}/api/sessions?token={lab.token}"
+        url = f"{lab.jupyter_url}/api/sessions?token={urllib.parse.quote(lab.token, safe='')}"
         return {s["id"] for s in ui.http_json("GET", url)}
 
     before = sessions()
     yield
     for session in sessions() - before:
-        ui.http_json("DELETE", f"{lab.jupyter_url}/api/sessions/{session}?token={lab.token}")
+        token = urllib.parse.quote(lab.token, safe="")
+        ui.http_json("DELETE", f"{lab.jupyter_url}/api/sessions/{session}?token={token}")
 
 
 @contextmanager

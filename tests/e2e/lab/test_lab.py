@@ -77,6 +77,32 @@ def test_unreachable_course_repo_costs_only_a_warning(lab: Lab) -> None:
     assert "bundled lab (mlflow-tracking-lab/)" in warning[0]
 
 
+def test_up_whose_bundled_lab_cannot_be_placed_says_the_lab_is_up_with_its_urls(
+    lab: Lab,
+) -> None:
+    # A student's git command in progress (a fresh index.lock) in their copy of the lab.
+    lock = f"{BUNDLED}/.git/index.lock"
+    lab.python_in("jupyter", f"open({lock!r}, 'w').close()")
+    try:
+        up = lab.invoke("up", check=False, timeout=240)
+    finally:
+        lab.python_in("jupyter", f"import os; os.remove({lock!r})")
+    assert up.returncode == 0, up
+    assert "Traceback" not in up.stdout + up.stderr
+    warnings = [line for line in up.stdout.splitlines() if "was not placed" in line]
+    assert len(warnings) == 1, up.stdout
+    assert warnings[0].startswith(
+        "warning: the lab is up, but the bundled lab (mlflow-tracking-lab/) was not placed ("
+    )
+    assert "index.lock" in warnings[0]
+    assert warnings[0].endswith("run `invoke clone` to place it")
+    assert lab.mlflow_url in up.stdout and f"{lab.jupyter_url}/lab?token=" in up.stdout
+    assert lab.status()["ready"] is True
+    # The retry it names works once the lock is gone.
+    clone = lab.invoke("clone", check=False)
+    assert "Bundled lab:" in clone.stdout, clone
+
+
 def test_lab_script_runs_top_to_bottom_and_produces_every_part(lab: Lab) -> None:
     for _ in range(2):  # and again: new runs, no errors
         lab.python_in(

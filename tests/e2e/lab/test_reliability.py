@@ -211,10 +211,12 @@ def test_data_survives_a_restart_of_either_container(lab: Lab) -> None:
     assert integrity(lab) == "ok"
 
 
-def test_both_services_come_back_after_an_engine_restart_by_policy(lab: Lab) -> None:
-    # Whatever restarts the engine (a reboot, an upgrade), the restart policy brings the
-    # containers back and the data is on named volumes. The next test restarts the engine
-    # for real where that is safe.
+def test_both_containers_have_the_unless_stopped_policy_and_data_on_project_volumes(
+    lab: Lab,
+) -> None:
+    # What lets the lab come back after an engine restart (a reboot, an upgrade): checked
+    # here on the configuration only; the next test restarts the engine for real where
+    # that is safe.
     for service in ("mlflow", "jupyter"):
         policy = lab.docker(
             "inspect", "--format", "{{.HostConfig.RestartPolicy.Name}}", lab.container(service)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import urllib.parse
 import uuid
 
 import requests
@@ -55,7 +56,7 @@ def round_trip(lab: Lab) -> dict[str, object]:
 def test_up_prints_both_urls_and_status_tells_the_truth(lab: Lab) -> None:
     output = lab.up_output.stdout  # type: ignore[attr-defined]
     assert lab.mlflow_url in output
-    assert f"{lab.jupyter_url}/lab?token={lab.token}" in output
+    assert f"{lab.jupyter_url}/lab?token={urllib.parse.quote(lab.token, safe='')}" in output
     report = lab.status()
     assert report["ready"] is True
     for service in ("mlflow", "jupyter"):
@@ -86,15 +87,18 @@ def test_mlflow_host_check_allows_the_lab_and_refuses_a_foreign_host(lab: Lab) -
 def test_jupyter_requires_the_token(lab: Lab) -> None:
     without = requests.get(f"{lab.jupyter_url}/api/contents", timeout=10)
     assert without.status_code == 403
-    wrong = requests.get(f"{lab.jupyter_url}/api/contents?token=not-the-token", timeout=10)
+    contents = f"{lab.jupyter_url}/api/contents"
+    wrong = requests.get(contents, params={"token": "not-the-token"}, timeout=10)
     assert wrong.status_code == 403
-    with_token = requests.get(f"{lab.jupyter_url}/api/contents?token={lab.token}", timeout=10)
+    with_token = requests.get(contents, params={"token": lab.token}, timeout=10)
     assert with_token.status_code == 200
     assert len(lab.token) >= 32
 
 
 def test_jupyter_default_kernel_is_mlops(lab: Lab) -> None:
-    specs = requests.get(f"{lab.jupyter_url}/api/kernelspecs?token={lab.token}", timeout=10).json()
+    specs = requests.get(
+        f"{lab.jupyter_url}/api/kernelspecs", params={"token": lab.token}, timeout=10
+    ).json()
     assert specs["default"] == "mlops"
     assert set(specs["kernelspecs"]) == {"mlops"}
     assert specs["kernelspecs"]["mlops"]["spec"]["display_name"] == "Python (mlops)"
@@ -111,6 +115,57 @@ def test_jupyter_image_has_the_lab_packages_and_the_same_mlflow(lab: Lab) -> Non
     assert found["torch"].endswith("+cpu")
     server_version = lab.python_in("mlflow", "import mlflow; print(mlflow.__version__)").strip()
     assert server_version == found["mlflow"]
+
+
+# What the course does: log an sklearn model with no serialization arguments, load it back.
+SKLEARN_LOG_MODEL = textwrap.dedent(
+    """
+    import json, uuid
+    import mlflow, mlflow.sklearn
+    from sklearn.linear_model import LogisticRegression
+
+    mlflow.set_tracking_uri("http://127.0.0.1:8080")
+    mlflow.set_experiment("e2e-sklearn-" + uuid.uuid4().hex[:8])
+    model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(model, name="model")
+    flavor = mlflow.models.get_model_info(info.model_uri).flavors["sklearn"]
+    loaded = mlflow.sklearn.load_model(info.model_uri)
+    print(json.dumps({"flavor": flavor,
+                      "prediction": loaded.predict([[0.0], [1.0]]).tolist()}))
+    """
+)
+
+
+def test_the_courses_sklearn_log_model_saves_a_pickle_model_not_skops(lab: Lab) -> None:
+    # The course's notebooks call log_model/load_model without skops trusted types: that
+    # works only while MLflow's default format is (cloud)pickle, as in the pinned MLflow.
+    found = lab.json_in("jupyter", SKLEARN_LOG_MODEL)
+    assert found["flavor"]["serialization_format"] in ("cloudpickle", "pickle"), found
+    assert found["flavor"]["pickled_model"].endswith(".pkl"), found
+    assert found["prediction"] == [0, 1]
+
+
+def test_a_token_with_url_characters_gets_the_lab_up_and_its_printed_url_opens_it(
+    lab: Lab,
+) -> None:
+    token = "a+b&c#d%e"
+    try:
+        # Before: `a+b` reached Jupyter as `a b`, readiness never came, and `up` waited
+        # 300 s, then stopped the lab.
+        up = lab.invoke("up", env={"LAB_JUPYTER_TOKEN": token}, timeout=240)
+        printed = next(
+            line.split()[1] for line in up.stdout.splitlines() if line.startswith("JupyterLab")
+        )
+        assert printed == f"{lab.jupyter_url}/lab?token=a%2Bb%26c%23d%25e"
+        api = printed.replace("/lab?", "/api/contents?")
+        assert requests.get(api, timeout=10).status_code == 200
+        assert requests.get(printed, timeout=10).status_code == 200
+        report = lab.invoke("status", "--json", env={"LAB_JUPYTER_TOKEN": token}).stdout
+        assert json.loads(report)["ready"] is True
+    finally:
+        lab.invoke("up", timeout=240)
+    assert requests.get(api, timeout=10).status_code == 403, "the lab's own token is back"
 
 
 def test_notebook_side_round_trip_through_the_server(lab: Lab) -> None:

@@ -8,6 +8,7 @@ after the engine check); the rest never reach it.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -41,7 +42,12 @@ def docker_available() -> bool:
         return False
 
 
-needs_docker = pytest.mark.skipif(not docker_available(), reason="needs a Docker engine")
+@pytest.fixture
+def docker_engine() -> None:
+    """Skip unless an engine answers now: asked per test, not once at import time, so an
+    engine that starts a moment after collection still runs these cases."""
+    if not docker_available():
+        pytest.skip("needs a Docker engine")
 
 
 @pytest.fixture
@@ -115,6 +121,12 @@ def test_invalid_bind_address(env: dict[str, str], value: str) -> None:
     assert_one_line_error(result, "LAB_BIND_ADDRESS", "127.0.0.1")
 
 
+@pytest.mark.parametrize("value", ["0.0.0.0", "192.168.1.20"])
+def test_a_bind_address_open_to_the_network_is_refused(env: dict[str, str], value: str) -> None:
+    result = cli("up", env={**env, "LAB_BIND_ADDRESS": value})
+    assert_one_line_error(result, "LAB_BIND_ADDRESS", "no login", "`invoke classroom.up`")
+
+
 def test_docker_engine_unreachable(env: dict[str, str]) -> None:
     unreachable = {**env, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
     for task in (["up"], ["down"], ["status"], ["destroy", "--yes"]):
@@ -122,7 +134,7 @@ def test_docker_engine_unreachable(env: dict[str, str]) -> None:
         assert_one_line_error(result, "Docker engine", "start it")
 
 
-@needs_docker
+@pytest.mark.usefixtures("docker_engine")
 def test_port_in_use_is_named_within_a_minute_before_any_build(env: dict[str, str]) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
         holder.bind(("127.0.0.1", 0))
@@ -159,6 +171,8 @@ def project_copy(tmp_path: Path) -> Path:
         ("THIS IS NOT A SETTING", [".env line 2", "NAME=value", "fix or remove"]),
         ("LAB_MLFLOW_PROT=8080", [".env line 2", "LAB_MLFLOW_PROT", ".env.example"]),
         ("=8080", [".env line 2", "NAME=value"]),
+        # Compose would substitute `$b` here: refused with the fix, not read another way.
+        ("LAB_JUPYTER_TOKEN=a$b", [".env line 2", "LAB_JUPYTER_TOKEN", "single quotes"]),
     ],
 )
 def test_malformed_dotenv_line(
@@ -178,7 +192,7 @@ def test_malformed_dotenv_through_settings_load(tmp_path: Path) -> None:
         settings.load(environ={"LAB_JUPYTER_TOKEN": "x" * 48}, env_file=env_file)
 
 
-@needs_docker
+@pytest.mark.usefixtures("docker_engine")
 def test_destroy_without_yes_and_no_terminal_refuses(env: dict[str, str]) -> None:
     result = cli("destroy", env=env)
     assert_one_line_error(result, "--yes")
@@ -300,3 +314,28 @@ def test_unreachable_or_missing_course_repo_warns_and_falls_back(tmp_path: Path)
         assert fetched.warning is not None
         assert "could not be fetched" in fetched.warning
         assert "bundled lab" in fetched.warning
+
+
+def test_git_reads_the_course_url_as_a_url_never_as_an_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = settings.load(
+        environ={"LAB_JUPYTER_TOKEN": "x" * 48, "LAB_STATE_DIR": str(tmp_path / "state")},
+        env_file=tmp_path / "none.env",
+    )
+    # Settings refuse such a URL; a Settings made in code (bench, tests) skips that check.
+    marker = tmp_path / "ran"
+    lab = dataclasses.replace(base, repo_url=f"--upload-pack=touch {marker};")
+    calls: list[list[str]] = []
+    real_git = course._git
+
+    def recording(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        calls.append(args)
+        return real_git(args, cwd)
+
+    monkeypatch.setattr(course, "_git", recording)
+    fetched = course.fetch_course_repo(lab)
+    assert fetched.cache is None and fetched.warning and "could not be fetched" in fetched.warning
+    clone = next(args for args in calls if args[0] == "clone")
+    assert clone[clone.index("--") + 1] == lab.repo_url
+    assert not marker.exists()

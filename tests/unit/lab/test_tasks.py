@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from mlflow_lab import COMPOSE_FILE
 from mlflow_lab.core import http as local_http
 from mlflow_lab.core import settings
 from mlflow_lab.core.errors import LabError
-from mlflow_lab.lab import images, layout, stack, startup
+from mlflow_lab.lab import course, images, layout, stack, startup
 from mlflow_lab.lab.compose import LabCompose
 from tests.helpers import FakeDocker, isolate_settings
 
@@ -111,6 +112,50 @@ def test_up_starts_both_at_once_waits_and_prints_urls(
     assert "http://127.0.0.1:8080" in out
     assert f"http://127.0.0.1:8888/lab?token={'t' * 48}" in out
     assert 'Notebooks use mlflow.set_tracking_uri("http://127.0.0.1:8080").' in out
+
+
+LOCKED = (
+    "placing /home/student/workspace/{dir} failed: fatal: Unable to create "
+    "'/home/student/workspace/{dir}/.git/index.lock': File exists."
+)
+
+
+@pytest.mark.parametrize("failing", [["bundled"], ["course"], ["bundled", "course"]])
+def test_up_whose_material_cannot_be_placed_still_reports_the_lab_up_with_its_urls(
+    fake: FakeDocker,
+    monkeypatch: pytest.MonkeyPatch,
+    answering: set[str],
+    capsys: pytest.CaptureFixture[str],
+    failing: list[str],
+) -> None:
+    def place_bundled(compose: object) -> str:
+        if "bundled" in failing:
+            raise LabError(LOCKED.format(dir="mlflow-tracking-lab"))
+        return "up to date"
+
+    def place_course(compose: object, lab: object) -> list[str]:
+        if "course" in failing:
+            raise LabError(LOCKED.format(dir="MLOps"))
+        return ["cloned"]
+
+    monkeypatch.setattr(course, "place_bundled_lab", place_bundled)
+    monkeypatch.setattr(course, "workspace_has", lambda compose, name: False)
+    monkeypatch.setattr(course, "place_course_repo", place_course)
+    lab(fake, HEALTHY)
+    tasks.up(MockContext())  # no Exit: the lab runs, so `up` succeeds (exit code 0)
+    out = capsys.readouterr().out
+    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+    names = {
+        "bundled": "the bundled lab (mlflow-tracking-lab/)",
+        "course": "the course repo (MLOps/)",
+    }
+    assert len(warnings) == len(failing)
+    for part, line in zip(failing, warnings, strict=True):
+        assert line.startswith(f"warning: the lab is up, but {names[part]} was not placed (")
+        assert "index.lock" in line and line.endswith("run `invoke clone` to place it")
+    assert "http://127.0.0.1:8080" in out
+    assert f"http://127.0.0.1:8888/lab?token={'t' * 48}" in out
+    assert not fake.matching(r" stop$"), "the lab stays up"
 
 
 def test_up_waits_for_docker_to_call_both_healthy(fake: FakeDocker, answering: set[str]) -> None:
@@ -309,3 +354,11 @@ def test_compose_failure_on_a_full_disk_says_so(fake: FakeDocker) -> None:
     with pytest.raises(LabError) as raised:
         LabCompose(settings.load()).run("build", "mlflow")
     assert str(raised.value) == "`docker compose build` failed: some other failure"
+
+
+def test_the_readme_task_table_lists_every_task() -> None:
+    from invoke.collection import Collection
+
+    readme = (Path(tasks.__file__).parent / "README.md").read_text(encoding="utf-8")
+    table = re.findall(r"^\| `invoke ([a-z][\w.-]*)", readme, flags=re.MULTILINE)
+    assert sorted(set(table)) == sorted(Collection.from_module(tasks).task_names)
