@@ -130,8 +130,8 @@ def fetch_course_repo(settings: Settings) -> Fetched:
     return Fetched(cache, None)
 
 
-def _sync_in_container(compose: Compose, source: str, branch: str, dest: str, *extra: str) -> str:
-    args = [SYNC_SCRIPT, "--source", source, "--branch", branch, "--dest", dest, *extra]
+def _sync_in_container(compose: Compose, source: str, branch: str, dest: str) -> str:
+    args = [SYNC_SCRIPT, "--source", source, "--branch", branch, "--dest", dest]
     result = compose.exec("jupyter", "python3 " + " ".join(shlex.quote(a) for a in args))
     text = (result.stdout or result.stderr).strip()
     line = text.splitlines()[-1] if text else f"exit code {result.exited}"
@@ -146,15 +146,9 @@ def workspace_has(compose: Compose, name: str) -> bool:
 
 
 def place_bundled_lab(compose: Compose) -> str:
-    # Each image has the bundled lab as a one-commit history of its own: a new image's
-    # lab is an update to merge into the student's copy, not a rewrite to back up.
-    return _sync_in_container(
-        compose,
-        BUNDLED_LAB_SOURCE,
-        "main",
-        f"{WORKSPACE}/{BUNDLED_LAB_DIR}",
-        "--merge-new-history",
-    )
+    # The image's bundled lab has a history that continues from one image to the next
+    # (images.prepare_lab_history): a new image's lab is an ordinary update.
+    return _sync_in_container(compose, BUNDLED_LAB_SOURCE, "main", f"{WORKSPACE}/{BUNDLED_LAB_DIR}")
 
 
 def place_course_repo(compose: Compose, settings: Settings) -> list[str]:
