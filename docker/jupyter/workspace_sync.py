@@ -743,17 +743,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=1,
         help="history depth of the first clone; 0 for full history (default 1)",
     )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=GIT_TIMEOUT_S,
-        help=f"seconds allowed per git command (default {GIT_TIMEOUT_S:g})",
-    )
     args = parser.parse_args(argv)
     if args.depth < 0:
         parser.error("--depth must be 0 or a positive integer")
     try:
-        result = sync(args.source, args.branch, args.dest, args.depth or None, timeout=args.timeout)
+        result = sync(args.source, args.branch, args.dest, args.depth or None)
     except SyncError as exc:
         print(f"{parser.prog}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 1
