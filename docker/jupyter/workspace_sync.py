@@ -25,12 +25,12 @@ ever deleted):
 
 * ``dest``'s ``origin`` points at another URL: origin is re-pointed to
   ``source`` and the normal merge runs when the histories are related (a moved
-  or mirrored repository keeps the student's work in place); unrelated history
-  falls into the next rule.
-* History diverged (upstream force-pushed, no common ancestor, unfinished
-  merge/rebase, a merge that cannot complete) or ``dest`` is not a git
-  repository: a fresh copy is cloned *first*, then ``dest`` is renamed whole to
-  ``<dest>_backup_<YYYYmmdd-HHMMSS>`` and the fresh copy takes its place.
+  or mirrored repository keeps the student's work in place).
+* History diverged (upstream rewrote the history fetched last time, no common
+  ancestor, unfinished merge/rebase, a merge that cannot complete) or ``dest``
+  is not a git repository of its own: a fresh copy is cloned *first*, then
+  ``dest`` is renamed whole to ``<dest>_backup_<YYYYmmdd-HHMMSS>`` and the fresh
+  copy takes its place.
 * Clone/fetch failures raise :class:`SourceUnavailableError` or
   :class:`BranchNotFoundError` before the student's files are touched.
 """
@@ -50,33 +50,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
-
-__all__ = [
-    "GIT_TIMEOUT_S",
-    "BranchNotFoundError",
-    "GitCommandError",
-    "GitTimeoutError",
-    "SourceUnavailableError",
-    "SyncAction",
-    "SyncError",
-    "SyncResult",
-    "main",
-    "sync",
-]
 
 GIT_TIMEOUT_S = 120.0
 
 # The container user has no git identity; these are passed per command so the
 # student's own config (if any) is never edited.
-_SYNC_NAME = "mlflow-lab sync"
-_SYNC_EMAIL = "sync@mlflow-lab.invalid"
 _GIT_CONFIG = (
-    f"user.name={_SYNC_NAME}",
-    f"user.email={_SYNC_EMAIL}",
+    "user.name=mlflow-lab sync",
+    "user.email=sync@mlflow-lab.invalid",
     # A signing key prompt or a student's hook must not break or hang a sync.
     "commit.gpgsign=false",
     "core.hooksPath=/dev/null",
@@ -99,12 +84,6 @@ _REPO_ENV = frozenset(
         "GIT_DISCOVERY_ACROSS_FILESYSTEM",
     }
 )
-# `fetch --depth N` makes the new tip's N-th ancestor a shallow boundary, which
-# cuts the new commits off from the ones we have whenever upstream moved more
-# than N-1 commits; merging then would see "unrelated histories". The fetch is
-# repeated with a growing depth until it reaches the previously fetched tip
-# (related), upstream's root (unrelated) or this cap (treated as diverged).
-_DEPTH_CAP = 5000
 _STALE_INDEX_LOCK_S = 600.0
 _IN_PROGRESS_MARKERS = {
     "MERGE_HEAD": "merge",
@@ -125,8 +104,6 @@ class SourceUnavailableError(SyncError):
     """The source could not be reached or read; ``dest`` was not touched."""
 
     def __init__(self, source: str, branch: str, detail: str) -> None:
-        self.source = source
-        self.branch = branch
         super().__init__(f"cannot fetch branch '{branch}' from {source}: {detail}")
 
 
@@ -134,8 +111,6 @@ class BranchNotFoundError(SyncError):
     """The source is reachable but has no such branch; ``dest`` was not touched."""
 
     def __init__(self, source: str, branch: str) -> None:
-        self.source = source
-        self.branch = branch
         super().__init__(f"branch '{branch}' does not exist in {source}")
 
 
@@ -143,8 +118,6 @@ class GitCommandError(SyncError):
     """A local git command failed unexpectedly."""
 
     def __init__(self, args: Sequence[str], code: int, stderr: str) -> None:
-        self.args_ = tuple(args)
-        self.code = code
         self.stderr = stderr
         super().__init__(f"git {args[0]} failed (exit {code}): {_last_line(stderr)}")
 
@@ -178,10 +151,10 @@ class SyncResult:
     backup: Path | None = None
     reason: str = ""
     repointed_from: str | None = None
-    summary: str = field(init=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "summary", _one_line(self._describe()))
+    @property
+    def summary(self) -> str:
+        return _one_line(self._describe())
 
     def _describe(self) -> str:
         where = f"{self.source} (branch {self.branch})"
@@ -223,17 +196,12 @@ def sync(
     depth: int | None = 1,
     *,
     timeout: float = GIT_TIMEOUT_S,
-    merge_new_history: bool = False,
 ) -> SyncResult:
     """Clone ``branch`` of ``source`` into ``dest`` or merge it into an existing copy.
 
-    ``depth`` limits history (``None`` = full history). ``timeout`` applies to
+    ``depth`` limits the first clone's history (``None`` = full history); later
+    fetches bring exactly the commits the copy lacks. ``timeout`` applies to
     every single git process. Raises :class:`SyncError` (one-line message).
-
-    A source whose history was rewritten since the last sync is a divergence: the
-    copy is backed up and replaced. With ``merge_new_history`` (a source that is
-    rebuilt with a history of its own on every release, like the lab bundled in the
-    image) the new content is merged like any update instead, student edits winning.
     """
     if shutil.which("git") is None:
         raise SyncError("the git executable was not found on PATH")
@@ -241,24 +209,19 @@ def sync(
         raise SyncError(f"depth must be a positive integer or None, not {depth}")
     if timeout <= 0:
         raise SyncError(f"timeout must be positive, not {timeout}")
-    ctx = _Context(
-        source=_normalise_source(source),
-        branch=branch,
-        dest=Path(os.path.abspath(dest)),
-        depth=depth,
-        timeout=timeout,
-        merge_new_history=merge_new_history,
-    )
+    ctx = _Context(_normalise_source(source), branch, Path(os.path.abspath(dest)), depth, timeout)
     _check_branch_name(ctx)
     with _exclusive(ctx.dest, ctx.timeout):
         # Asking the remote first gives a precise error (unreachable vs missing
         # branch) before anything on disk changes.
         remote_tip = _probe_remote(ctx)
-        kind, why = _inspect(ctx)
-        if kind is _DestKind.ABSENT:
-            return _fresh_clone(ctx)
-        if kind is _DestKind.FOREIGN:
-            return _replace(ctx, why)
+        if not os.path.lexists(ctx.dest) or (ctx.dest.is_dir() and not any(ctx.dest.iterdir())):
+            return _clone_fresh(ctx)
+        if not ctx.dest.is_dir():
+            return _clone_fresh(ctx, "it was not a directory")
+        top = _git(ctx, "rev-parse", "--show-toplevel", check=False)
+        if top.code != 0 or not os.path.samefile(top.text, ctx.dest):
+            return _clone_fresh(ctx, "it was not a git repository of its own")
         return _update(ctx, remote_tip)
 
 
@@ -273,15 +236,10 @@ class _Context:
     dest: Path
     depth: int | None
     timeout: float
-    merge_new_history: bool = False
 
     @property
     def remote_ref(self) -> str:
         return f"refs/remotes/origin/{self.branch}"
-
-    @property
-    def is_local_source(self) -> bool:
-        return "://" not in self.source and os.path.isdir(self.source)
 
 
 @dataclass(frozen=True)
@@ -297,12 +255,6 @@ class _Out:
     def zsplit(self) -> list[str]:
         raw = self.stdout.decode("utf-8", errors="surrogateescape")
         return [item for item in raw.split("\0") if item]
-
-
-class _DestKind(enum.Enum):
-    ABSENT = "absent"  # missing or an empty directory
-    FOREIGN = "foreign"  # exists but is not our git repository
-    REPO = "repo"
 
 
 def _one_line(text: str) -> str:
@@ -410,8 +362,16 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def _git(ctx: _Context, *args: str, check: bool = True, stdin: bytes | None = None) -> _Out:
-    return _run(args, ctx.dest, ctx.timeout, check=check, stdin=stdin)
+def _git(ctx: _Context, *args: str, check: bool = True) -> _Out:
+    return _run(args, ctx.dest, ctx.timeout, check=check)
+
+
+def _git_paths(ctx: _Context, paths: Sequence[str], *args: str) -> None:
+    """``git ARGS`` on ``paths`` (given on stdin: any number, any characters)."""
+    if paths:
+        nul = b"".join(os.fsencode(p) + b"\0" for p in paths)
+        spec = ["--pathspec-from-file=-", "--pathspec-file-nul"]
+        _run([*args, *spec], ctx.dest, ctx.timeout, stdin=nul)
 
 
 def _network(ctx: _Context, args: Sequence[str], cwd: Path) -> _Out:
@@ -422,10 +382,6 @@ def _network(ctx: _Context, args: Sequence[str], cwd: Path) -> _Out:
         raise SourceUnavailableError(ctx.source, ctx.branch, _last_line(exc.stderr)) from None
     except GitTimeoutError as exc:
         raise SourceUnavailableError(ctx.source, ctx.branch, str(exc)) from None
-
-
-def _nul(paths: Iterable[str]) -> bytes:
-    return b"".join(os.fsencode(p) + b"\0" for p in paths)
 
 
 def _normalise_source(source: str) -> str:
@@ -441,25 +397,8 @@ def _normalise_source(source: str) -> str:
     return source
 
 
-def _same_source(a: str, b: str) -> bool:
-    def norm(url: str) -> str:
-        url = url.strip()
-        url = url.removeprefix("file://")
-        if "://" not in url and os.path.exists(url):
-            url = os.path.realpath(url)
-        url = url.rstrip("/")
-        return url.removesuffix(".git")
-
-    return norm(a) == norm(b)
-
-
 def _check_branch_name(ctx: _Context) -> None:
-    out = _run(
-        ["check-ref-format", "--branch", ctx.branch],
-        Path("/"),
-        ctx.timeout,
-        check=False,
-    )
+    out = _run(["check-ref-format", "--branch", ctx.branch], Path("/"), ctx.timeout, check=False)
     if out.code != 0 or ctx.branch.startswith("-"):
         raise SyncError(f"invalid branch name: '{ctx.branch}'")
 
@@ -485,20 +424,14 @@ def _exclusive(dest: Path, wait_s: float) -> Iterator[None]:
                 if time.monotonic() > deadline:
                     raise SyncError(f"another sync of {dest} is still running") from None
                 time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield  # closing the file releases the lock
 
 
 def _probe_remote(ctx: _Context) -> str:
     ref = f"refs/heads/{ctx.branch}"
     try:
         out = _run(
-            ["ls-remote", "--exit-code", "--", ctx.source, ref],
-            Path("/"),
-            ctx.timeout,
-            check=False,
+            ["ls-remote", "--exit-code", "--", ctx.source, ref], Path("/"), ctx.timeout, check=False
         )
     except GitTimeoutError as exc:
         raise SourceUnavailableError(ctx.source, ctx.branch, str(exc)) from None
@@ -512,152 +445,57 @@ def _probe_remote(ctx: _Context) -> str:
     raise BranchNotFoundError(ctx.source, ctx.branch)
 
 
-def _inspect(ctx: _Context) -> tuple[_DestKind, str]:
-    dest = ctx.dest
-    if not os.path.lexists(dest):
-        return _DestKind.ABSENT, ""
-    if not dest.is_dir():
-        return _DestKind.FOREIGN, "it was not a directory"
-    if not any(dest.iterdir()):
-        return _DestKind.ABSENT, ""
-    if not os.path.lexists(dest / ".git"):
-        return _DestKind.FOREIGN, "it was not a git repository"
-    top = _git(ctx, "rev-parse", "--show-toplevel", check=False)
-    if top.code != 0:
-        if "dubious ownership" in top.stderr:
-            # Backing up would misfire on every run; the owner must fix this.
-            raise SyncError(f"git refuses to use {dest}: {_last_line(top.stderr)}")
-        return _DestKind.FOREIGN, "it was a broken git repository"
-    if os.path.realpath(top.text) != os.path.realpath(dest):
-        return _DestKind.FOREIGN, "it was not the top of a git repository"
-    return _DestKind.REPO, ""
+def _clone_fresh(ctx: _Context, reason: str = "") -> SyncResult:
+    """Clone next to ``dest``, then put the clone in its place.
 
-
-def _clone_to_temp(ctx: _Context) -> tuple[Path, Path]:
-    """Clone next to ``dest`` (same filesystem, so placing it is a rename)."""
-    parent = ctx.dest.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp_root = Path(tempfile.mkdtemp(prefix=f".{ctx.dest.name}.sync-", dir=parent))
-    target = tmp_root / "clone"
-    args = ["clone", "--quiet", "--single-branch", "--no-tags", "--branch", ctx.branch]
-    # git ignores --depth for local paths (with a warning) and hard-links instead.
-    if ctx.depth is not None and not ctx.is_local_source:
-        args += ["--depth", str(ctx.depth)]
-    args += ["--", ctx.source, str(target)]
+    With a ``reason``, the existing ``dest`` is first renamed whole to a backup
+    (renaming, never copy-and-delete, cannot lose data). Cloning comes first, so a
+    failing source leaves the student's folder untouched.
+    """
+    ctx.dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp_root = Path(tempfile.mkdtemp(prefix=f".{ctx.dest.name}.sync-", dir=ctx.dest.parent))
     try:
+        clone = tmp_root / "clone"
+        args = ["clone", "--quiet", "--single-branch", "--no-tags", "--branch", ctx.branch]
+        # git ignores --depth for local paths (with a warning) and hard-links instead.
+        if ctx.depth is not None and ("://" in ctx.source or not os.path.isdir(ctx.source)):
+            args += ["--depth", str(ctx.depth)]
         # Run outside any repository so an enclosing repo's config cannot apply.
-        _network(ctx, args, Path("/"))
-    except BaseException:
-        shutil.rmtree(tmp_root, ignore_errors=True)
-        raise
-    return tmp_root, target
-
-
-def _place(clone: Path, dest: Path) -> None:
-    if os.path.isdir(dest):
-        # An existing empty directory may be a mount point, which cannot be
-        # replaced by rename; fill it instead.
-        for child in clone.iterdir():
-            os.rename(child, dest / child.name)
-    else:
-        os.rename(clone, dest)
-
-
-def _head(ctx: _Context) -> str:
-    return _git(ctx, "rev-parse", "HEAD").text
-
-
-def _fresh_clone(ctx: _Context) -> SyncResult:
-    tmp_root, clone = _clone_to_temp(ctx)
-    try:
+        _network(ctx, [*args, "--", ctx.source, str(clone)], Path("/"))
+        backup = _backup(ctx.dest) if reason else None
         try:
-            _place(clone, ctx.dest)
+            # An empty directory at dest is replaced by the rename.
+            os.rename(clone, ctx.dest)
         except OSError as exc:
-            raise SyncError(f"cannot place the clone at {ctx.dest}: {exc}") from None
-    finally:
-        shutil.rmtree(tmp_root, ignore_errors=True)
-    return SyncResult(SyncAction.CLONED, ctx.source, ctx.branch, ctx.dest, _head(ctx))
-
-
-def _backup_path(dest: Path) -> Path:
-    base = f"{dest.name}_backup_{_timestamp()}"
-    candidate = dest.with_name(base)
-    n = 2
-    while os.path.lexists(candidate):
-        candidate = dest.with_name(f"{base}_{n}")
-        n += 1
-    return candidate
-
-
-def _move_aside(dest: Path) -> Path:
-    """Rename ``dest`` whole; renaming (never copy-and-delete) cannot lose data."""
-    backup = _backup_path(dest)
-    try:
-        os.rename(dest, backup)
-        return backup
-    except OSError as exc:
-        if not dest.is_dir():
-            raise SyncError(f"cannot back up {dest}: {exc}") from None
-    # A mount point cannot be renamed; move its contents instead.
-    backup.mkdir()
-    for child in list(dest.iterdir()):
-        try:
-            os.rename(child, backup / child.name)
-        except OSError as exc:
-            raise SyncError(f"cannot back up {dest} (partly moved to {backup}): {exc}") from None
-    return backup
-
-
-def _replace(ctx: _Context, reason: str) -> SyncResult:
-    # Clone first: if the source fails, the student's folder is still untouched.
-    tmp_root, clone = _clone_to_temp(ctx)
-    try:
-        backup = _move_aside(ctx.dest)
-        try:
-            _place(clone, ctx.dest)
-        except OSError as exc:
-            if not os.path.lexists(ctx.dest):
+            if backup is not None and not os.path.lexists(ctx.dest):
                 with contextlib.suppress(OSError):
                     os.rename(backup, ctx.dest)
-            raise SyncError(
-                f"cannot place a fresh clone at {ctx.dest} (student files are in {backup}"
-                f" or back in place): {exc}"
-            ) from None
+            kept = f" (student files are in {backup} or back in place)" if backup else ""
+            raise SyncError(f"cannot place a fresh clone at {ctx.dest}{kept}: {exc}") from None
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
+    action = SyncAction.REPLACED if reason else SyncAction.CLONED
+    commit = _git(ctx, "rev-parse", "HEAD").text
     return SyncResult(
-        SyncAction.REPLACED,
-        ctx.source,
-        ctx.branch,
-        ctx.dest,
-        _head(ctx),
-        backup=backup,
-        reason=reason,
+        action, ctx.source, ctx.branch, ctx.dest, commit, backup=backup, reason=reason
     )
+
+
+def _backup(dest: Path) -> Path:
+    base = f"{dest.name}_backup_{_timestamp()}"
+    backup, n = dest.with_name(base), 2
+    while os.path.lexists(backup):
+        backup, n = dest.with_name(f"{base}_{n}"), n + 1
+    try:
+        os.rename(dest, backup)
+    except OSError as exc:
+        raise SyncError(f"cannot back up {dest}: {exc}") from None
+    return backup
 
 
 def _rev(ctx: _Context, rev: str) -> str | None:
     out = _git(ctx, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False)
     return out.text if out.code == 0 and out.text else None
-
-
-def _is_ancestor(ctx: _Context, ancestor: str, descendant: str) -> bool:
-    out = _git(ctx, "merge-base", "--is-ancestor", ancestor, descendant, check=False)
-    if out.code not in (0, 1):
-        raise GitCommandError(["merge-base"], out.code, out.stderr)
-    return out.code == 0
-
-
-def _git_dir(ctx: _Context) -> Path:
-    return Path(_git(ctx, "rev-parse", "--absolute-git-dir").text)
-
-
-def _shallow_commits(ctx: _Context) -> set[str]:
-    path = _git_dir(ctx) / "shallow"
-    try:
-        return set(path.read_text().split())
-    except FileNotFoundError:
-        return set()
 
 
 def _in_progress(ctx: _Context, git_dir: Path) -> str | None:
@@ -683,73 +521,12 @@ def _check_index_lock(git_dir: Path) -> None:
         lock.unlink()
 
 
-def _fetch(ctx: _Context, remote_tip: str, old_tip: str | None, head: str) -> tuple[str, bool]:
-    """Fetch upstream; return (new tip, whether it continues the history we have).
-
-    "Continues" means the previously fetched upstream tip is an ancestor of the
-    new one (so a force-push counts as diverged even if an older commit is
-    shared); without a previous tip, any common ancestor with HEAD will do.
-    """
-    if remote_tip == old_tip:
-        # Nothing new upstream (the common case at every start-up): no transfer.
-        return remote_tip, True
-    refspec = f"+refs/heads/{ctx.branch}:{ctx.remote_ref}"
-    anchor = old_tip or head
-    depths: list[int | None] = [None]
-    if ctx.depth is not None and _git(ctx, "rev-parse", "--is-shallow-repository").text == "true":
-        depths = []
-        d = ctx.depth
-        while d < _DEPTH_CAP:
-            depths.append(d)
-            d *= 4
-        depths.append(_DEPTH_CAP)
-    new_tip = ""
-    for depth in depths:
-        extra = [] if depth is None else ["--depth", str(depth)]
-        _network(
-            ctx,
-            ["fetch", "--quiet", "--no-tags", *extra, "--", ctx.source, refspec],
-            ctx.dest,
-        )
-        tip = _rev(ctx, ctx.remote_ref)
-        if tip is None:
-            raise SourceUnavailableError(ctx.source, ctx.branch, "fetch stored no commit")
-        new_tip = tip
-        if old_tip is not None:
-            if _is_ancestor(ctx, anchor, new_tip):
-                return new_tip, True
-        elif _git(ctx, "merge-base", anchor, new_tip, check=False).code == 0:
-            return new_tip, True
-        shallow = _shallow_commits(ctx)
-        if not shallow:
-            return new_tip, False
-        reachable = set(_git(ctx, "rev-list", new_tip).text.split())
-        if not reachable & shallow:
-            # Upstream's history is complete down to its root and still never
-            # meets ours: definitely unrelated.
-            return new_tip, False
-    # Not connected within the cap: treat as diverged; a backup loses nothing.
-    return new_tip, False
-
-
-def _bridge(ctx: _Context, old_tip: str, new_tip: str) -> str:
-    """A commit with upstream's new content whose parents are its old and new history.
-
-    Merged like any upstream commit, it brings in exactly what changed between the
-    two contents (the merge base is the old tip), and later syncs find the new
-    history already joined.
-    """
-    tree = _git(ctx, "rev-parse", f"{new_tip}^{{tree}}").text
-    message = f"Upstream {ctx.branch} from {ctx.source} has a new history (mlflow-lab sync)"
-    return _git(ctx, "commit-tree", tree, "-p", old_tip, "-p", new_tip, "-m", message).text
-
-
 def _repoint_origin(ctx: _Context) -> str | None:
     current = _git(ctx, "remote", "get-url", "origin", check=False)
     if current.code != 0:
         _git(ctx, "remote", "add", "--", "origin", ctx.source)
         return "(no origin)"
-    if _same_source(current.text, ctx.source):
+    if current.text == ctx.source:
         return None
     _git(ctx, "remote", "set-url", "--", "origin", ctx.source)
     return current.text
@@ -757,51 +534,26 @@ def _repoint_origin(ctx: _Context) -> str | None:
 
 def _restore_deleted(ctx: _Context) -> list[str]:
     """Bring back tracked files missing from the working tree."""
-    # Deleted in the working tree only: restore from the index, which keeps
-    # anything the student had staged.
+    # Deleted in the working tree only: restored from the index, which keeps
+    # anything the student had staged; removed with `git rm`: from HEAD.
     unstaged = _git(ctx, "ls-files", "--deleted", "-z").zsplit()
-    unstaged = [p for p in dict.fromkeys(unstaged) if not os.path.lexists(ctx.dest / p)]
-    if unstaged:
-        _git(
-            ctx,
-            "checkout",
-            "--pathspec-from-file=-",
-            "--pathspec-file-nul",
-            stdin=_nul(unstaged),
-        )
-    # Removed with `git rm` but not committed: restore from HEAD.
     staged = _git(ctx, "diff", "--cached", "--name-only", "--diff-filter=D", "-z", "HEAD").zsplit()
+    unstaged = [p for p in unstaged if not os.path.lexists(ctx.dest / p)]
     staged = [p for p in staged if not os.path.lexists(ctx.dest / p)]
-    if staged:
-        _git(
-            ctx,
-            "checkout",
-            "HEAD",
-            "--pathspec-from-file=-",
-            "--pathspec-file-nul",
-            stdin=_nul(staged),
-        )
-    return sorted(set(unstaged) | set(staged))
+    _git_paths(ctx, unstaged, "checkout")
+    _git_paths(ctx, staged, "checkout", "HEAD")
+    return sorted({*unstaged, *staged})
 
 
-def _commit_student_work(ctx: _Context) -> bool:
+def _commit_student_work(ctx: _Context) -> None:
     _git(ctx, "add", "--update")
-    if _git(ctx, "diff", "--cached", "--quiet", "HEAD", check=False).code == 0:
-        return False
-    _git(
-        ctx,
-        "commit",
-        "--quiet",
-        "--no-verify",
-        "-m",
-        "Student work saved by mlflow-lab sync before merging upstream",
-    )
-    return True
+    if _git(ctx, "diff", "--cached", "--quiet", "HEAD", check=False).code != 0:
+        message = "Student work saved by mlflow-lab sync before merging upstream"
+        _git(ctx, "commit", "--quiet", "--no-verify", "-m", message)
 
 
 def _changed(ctx: _Context, a: str, b: str) -> set[str]:
-    out = _git(ctx, "diff", "--name-only", "--no-renames", "-z", a, b)
-    return set(out.zsplit())
+    return set(_git(ctx, "diff", "--name-only", "--no-renames", "-z", a, b).zsplit())
 
 
 def _tree_files(ctx: _Context, rev: str) -> set[str]:
@@ -863,32 +615,14 @@ def _move_untracked_aside(
     return moved
 
 
-def _undo_moves(ctx: _Context, moved: list[tuple[str, str]]) -> None:
-    for old, new in reversed(moved):
-        if not os.path.lexists(ctx.dest / old):
-            with contextlib.suppress(OSError):
-                os.rename(ctx.dest / new, ctx.dest / old)
-
-
 def _merge(ctx: _Context, tip: str) -> bool:
     """Merge upstream with the student's side winning; False if it cannot complete."""
     message = f"Merge upstream {ctx.branch} from {ctx.source} (mlflow-lab sync)"
-    out = _git(
-        ctx,
-        "merge",
-        "-Xours",
-        "--ff",
-        "--no-edit",
-        "--no-verify",
-        "-m",
-        message,
-        tip,
-        check=False,
-    )
-    if out.code == 0:
+    args = ("merge", "-Xours", "--ff", "--no-edit", "--no-verify", "-m", message, tip)
+    if _git(ctx, *args, check=False).code == 0:
         return True
-    if not (_git_dir(ctx) / "MERGE_HEAD").exists():
-        # The merge never started (e.g. unrelated histories); nothing to undo.
+    if _rev(ctx, "MERGE_HEAD") is None:
+        # The merge never started; nothing to undo.
         return False
     if _settle_tree_conflicts(ctx):
         commit = _git(ctx, "commit", "--quiet", "--no-edit", "--no-verify", check=False)
@@ -913,84 +647,64 @@ def _settle_tree_conflicts(ctx: _Context) -> bool:
     theirs = sorted(p for p, s in stages.items() if "2" not in s and "3" in s)
     gone = sorted(p for p, s in stages.items() if not s & {"2", "3"})
     for side, paths in (("--ours", ours), ("--theirs", theirs)):
-        if paths:
-            _git(
-                ctx,
-                "checkout",
-                side,
-                "--pathspec-from-file=-",
-                "--pathspec-file-nul",
-                stdin=_nul(paths),
-            )
-            _git(
-                ctx,
-                "add",
-                "--force",
-                "--pathspec-from-file=-",
-                "--pathspec-file-nul",
-                stdin=_nul(paths),
-            )
-    if gone:
-        # --cached: whatever is in the working tree stays there.
-        _git(
-            ctx,
-            "rm",
-            "--cached",
-            "--quiet",
-            "--pathspec-from-file=-",
-            "--pathspec-file-nul",
-            stdin=_nul(gone),
-        )
+        _git_paths(ctx, paths, "checkout", side)
+        _git_paths(ctx, paths, "add", "--force")
+    # --cached: whatever is in the working tree stays there.
+    _git_paths(ctx, gone, "rm", "--cached", "--quiet")
     return not _git(ctx, "ls-files", "--unmerged").text
 
 
 def _update(ctx: _Context, remote_tip: str) -> SyncResult:
-    git_dir = _git_dir(ctx)
+    git_dir = Path(_git(ctx, "rev-parse", "--absolute-git-dir").text)
     _check_index_lock(git_dir)
     marker = _in_progress(ctx, git_dir)
     if marker is not None:
-        return _replace(ctx, f"an unfinished git {marker} was in progress")
+        return _clone_fresh(ctx, f"an unfinished git {marker} was in progress")
     head = _rev(ctx, "HEAD")
     if head is None:
-        return _replace(ctx, "the git repository had no commits")
+        return _clone_fresh(ctx, "the git repository had no commits")
 
     old_tip = _rev(ctx, ctx.remote_ref)
-    new_tip, related = _fetch(ctx, remote_tip, old_tip, head)
-    if not related:
-        if old_tip is None:
-            return _replace(ctx, "it shares no history with upstream")
-        if not (ctx.merge_new_history and _is_ancestor(ctx, old_tip, head)):
-            return _replace(ctx, "upstream history was rewritten since the last sync")
-        new_tip = _bridge(ctx, old_tip, new_tip)
+    if remote_tip != old_tip:  # nothing new upstream (every start-up): no transfer
+        # No --depth: a shallow copy gets exactly the commits it lacks, joined to
+        # the ones it has (a shallow source may move the boundary).
+        refspec = f"+refs/heads/{ctx.branch}:{ctx.remote_ref}"
+        fetch = ["fetch", "--quiet", "--no-tags", "--update-shallow", "--", ctx.source, refspec]
+        _network(ctx, fetch, ctx.dest)
+    new_tip = _rev(ctx, ctx.remote_ref) or remote_tip
+    if old_tip is not None:
+        ancestor = _git(ctx, "merge-base", "--is-ancestor", old_tip, new_tip, check=False)
+        if ancestor.code != 0:
+            # Even when an older commit is still shared: upstream dropped ours.
+            return _clone_fresh(ctx, "upstream history was rewritten since the last sync")
+    base = _git(ctx, "merge-base", head, new_tip, check=False).text
+    if not base:
+        return _clone_fresh(ctx, "it shares no history with upstream")
     repointed = _repoint_origin(ctx)
-
-    if _is_ancestor(ctx, new_tip, head):
-        restored = _restore_deleted(ctx)
+    deleted = _restore_deleted(ctx)
+    if base == new_tip:
         return SyncResult(
             SyncAction.UP_TO_DATE,
             ctx.source,
             ctx.branch,
             ctx.dest,
             head,
-            restored_files=tuple(restored),
+            restored_files=tuple(deleted),
             repointed_from=repointed,
         )
 
-    deleted = _restore_deleted(ctx)
     _commit_student_work(ctx)
-    before = _head(ctx)
-    base_out = _git(ctx, "merge-base", before, new_tip, check=False)
-    if base_out.code != 0:
-        return _replace(ctx, "it shares no history with upstream")
-    base = base_out.text.split()[0]
+    before = _git(ctx, "rev-parse", "HEAD").text
     upstream_changed = _changed(ctx, base, new_tip)
     student_changed = _changed(ctx, base, before)
     moved = _move_untracked_aside(ctx, before, new_tip, upstream_changed)
     if not _merge(ctx, new_tip):
-        _undo_moves(ctx, moved)
-        return _replace(ctx, "the merge with upstream could not complete")
-    after = _head(ctx)
-    restored = [p for p in deleted if os.path.lexists(ctx.dest / p)]
+        for old, new in reversed(moved):  # back to their names, then all into the backup
+            if not os.path.lexists(ctx.dest / old):
+                with contextlib.suppress(OSError):
+                    os.rename(ctx.dest / new, ctx.dest / old)
+        return _clone_fresh(ctx, "the merge with upstream could not complete")
+    after = _git(ctx, "rev-parse", "HEAD").text
     return SyncResult(
         SyncAction.UPDATED,
         ctx.source,
@@ -999,7 +713,7 @@ def _update(ctx: _Context, remote_tip: str) -> SyncResult:
         after,
         updated_files=tuple(sorted(_changed(ctx, before, after))),
         kept_student_edits=tuple(sorted(student_changed & upstream_changed)),
-        restored_files=tuple(restored),
+        restored_files=tuple(p for p in deleted if os.path.lexists(ctx.dest / p)),
         moved_aside=tuple(moved),
         repointed_from=repointed,
     )
@@ -1027,31 +741,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--depth",
         type=int,
         default=1,
-        help="history depth; 0 for full history (default 1)",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=GIT_TIMEOUT_S,
-        help=f"seconds allowed per git command (default {GIT_TIMEOUT_S:g})",
-    )
-    parser.add_argument(
-        "--merge-new-history",
-        action="store_true",
-        help="merge a source whose history was rebuilt instead of backing up and replacing",
+        help="history depth of the first clone; 0 for full history (default 1)",
     )
     args = parser.parse_args(argv)
     if args.depth < 0:
         parser.error("--depth must be 0 or a positive integer")
     try:
-        result = sync(
-            args.source,
-            args.branch,
-            args.dest,
-            args.depth or None,
-            timeout=args.timeout,
-            merge_new_history=args.merge_new_history,
-        )
+        result = sync(args.source, args.branch, args.dest, args.depth or None)
     except SyncError as exc:
         print(f"{parser.prog}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 1

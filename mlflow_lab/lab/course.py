@@ -133,10 +133,8 @@ def fetch_course_repo(settings: Settings) -> Fetched:
     return Fetched(cache, None)
 
 
-def _sync_in_container(
-    compose: LabCompose, source: str, branch: str, dest: str, *extra: str
-) -> str:
-    args = ["--source", source, "--branch", branch, "--dest", dest, *extra]
+def _sync_in_container(compose: LabCompose, source: str, branch: str, dest: str) -> str:
+    args = ["--source", source, "--branch", branch, "--dest", dest]
     result = compose.exec(JUPYTER, "python3", SYNC_SCRIPT, *args, timeout=SYNC_TIMEOUT_S)
     line = result.last_line() if not result.ok else (result.lines() or [""])[-1].strip()
     if not result.ok:
@@ -149,15 +147,9 @@ def workspace_has(compose: LabCompose, name: str) -> bool:
 
 
 def place_bundled_lab(compose: LabCompose) -> str:
-    # Each image has the bundled lab as a one-commit history of its own: a new image's
-    # lab is an update to merge into the student's copy, not a rewrite to back up.
-    return _sync_in_container(
-        compose,
-        BUNDLED_LAB_SOURCE,
-        "main",
-        f"{WORKSPACE}/{BUNDLED_LAB_DIR}",
-        "--merge-new-history",
-    )
+    # The image's bundled lab has a history that continues from one image to the next
+    # (images.prepare_lab_history): a new image's lab is an ordinary update.
+    return _sync_in_container(compose, BUNDLED_LAB_SOURCE, "main", f"{WORKSPACE}/{BUNDLED_LAB_DIR}")
 
 
 def place_course_repo(compose: LabCompose, settings: Settings) -> list[str]:

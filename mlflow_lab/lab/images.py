@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 from mlflow_lab import PROJECT_ROOT
 from mlflow_lab.core import docker, versions
@@ -153,9 +154,79 @@ def _place_wheels(settings: Settings) -> bool:
     return bool(wheels)
 
 
+# --- The bundled lab's git history (docker/jupyter/Dockerfile puts it under lab/) ------
+# Fixed identity, dates and message: the same versions of lab/ always give the same
+# commits, and the Dockerfile commits a working tree that differs the same way.
+LAB_COMMIT_ENV = {
+    **{f"GIT_{who}_NAME": "mlflow-lab" for who in ("AUTHOR", "COMMITTER")},
+    **{f"GIT_{who}_EMAIL": "mlflow-lab@localhost" for who in ("AUTHOR", "COMMITTER")},
+    **{f"GIT_{who}_DATE": "2026-01-01T00:00:00Z" for who in ("AUTHOR", "COMMITTER")},
+}
+LAB_COMMIT_MESSAGE = "mlflow-lab bundled lab"
+
+
+def _git(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> str:
+    result = subprocess.run(
+        ["git", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def prepare_lab_history(target: Path) -> None:
+    """Make `target` a git repository with one commit per version of lab/, oldest first.
+
+    The versions are those of the project's first-parent history, so a later checkout's
+    history continues an earlier one's and a new image's lab is an ordinary update of the
+    student's copy. Without git or git history `target` is left empty: the image build
+    then gives the lab a one-commit history.
+    """
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    try:
+        revs = _git("log", "--first-parent", "--reverse", "--format=%H:./lab", "--", "lab")
+        found = _git("cat-file", "--batch-check=%(objectname) %(objecttype)", stdin=revs)
+        trees = [line.split()[0] for line in found.splitlines() if line.endswith(" tree")]
+        if not trees:
+            return
+        # Reads the project's objects, writes only to target.
+        objects = Path(PROJECT_ROOT, _git("rev-parse", "--git-common-dir"), "objects")
+        env = {
+            **os.environ,
+            **LAB_COMMIT_ENV,
+            "GIT_DIR": str(target),
+            "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(objects),
+        }
+        _git("init", "--quiet", "--bare", env=env)
+        tip, last = "", ""
+        for tree in trees:
+            if tree != last:
+                parent = ["-p", tip] if tip else []
+                tip = _git("commit-tree", tree, *parent, "-m", LAB_COMMIT_MESSAGE, env=env)
+                last = tree
+        _git("update-ref", "refs/heads/main", tip, env=env)
+        _git("symbolic-ref", "HEAD", "refs/heads/main", env=env)
+        # Copies the borrowed objects in; one thread packs the same bytes every time.
+        _git("-c", "pack.threads=1", "repack", "-a", "-d", "-q", env=env)
+        _git("config", "core.bare", "false", env=env)
+    except (OSError, subprocess.SubprocessError):
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir()
+
+
+# --------------------------------------------------------------------------------------
+
+
 def prepare_build_context(settings: Settings) -> dict[str, str]:
-    """Write .lab-build/ (CA bundle, wheels); return the build variables for compose."""
+    """Write .lab-build/ (CA bundle, wheels, lab history); return the build variables."""
     BUILD_DIR.mkdir(exist_ok=True)
+    prepare_lab_history(BUILD_DIR / "lab.git")
     ca_text = settings.ca_bundle.read_text(encoding="utf-8") if settings.ca_bundle else ""
     (BUILD_DIR / "ca-bundle.pem").write_text(ca_text, encoding="utf-8")
     build_env = {

@@ -1,9 +1,9 @@
 """A new image's bundled lab reaches the student's copy without losing their work.
 
-Every image carries the bundled lab as a one-commit git history of its own. After an
-update of mlflow-lab (a new image), `invoke up` must merge the new lab into the
-student's `mlflow-tracking-lab/` like any update: their edits and files stay in place,
-nothing is moved to a backup.
+Every image carries the bundled lab as a git history that the next image's continues
+(one commit per version of lab/). After an update of mlflow-lab (a new image), `invoke
+up` must merge the new lab into the student's `mlflow-tracking-lab/` like any update:
+their edits and files stay in place, nothing is moved to a backup.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ from tests.e2e.conftest import UP_TIMEOUT_S, lab_env, run_invoke
 from tests.e2e.lab.test_bundle import docker
 
 TAG = f"e2e-update-{os.getpid()}"
+BASE_TAG = os.environ.get("LAB_IMAGE_TAG", "latest")  # the images this release is made of
 BUNDLED = "/home/student/workspace/mlflow-tracking-lab"
-# The next release's bundled lab: one new file, and a new history, as every image build makes.
-NEXT_RELEASE = """FROM mlflow-lab/jupyter:latest
+# The next release's bundled lab: one new file, committed on top of this release's history
+# as the next image build does (docker/jupyter/Dockerfile).
+NEXT_RELEASE = f"""FROM mlflow-lab/jupyter:{BASE_TAG}
 USER root
 RUN cd /opt/mlflow-lab/lab \\
- && printf 'new in the next release\\n' > WHATS_NEW.md \\
- && rm -rf .git && git init -q && git add -A \\
+ && printf 'new in the next release\\n' > WHATS_NEW.md && git add -A \\
  && git -c user.name=mlflow-lab -c user.email=mlflow-lab@localhost commit -q -m "next release"
 USER student
 """
@@ -59,7 +60,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         "LAB_IMAGE_TAG": TAG,
     }
     for service in SERVICES:
-        docker("tag", f"mlflow-lab/{service}:latest", f"mlflow-lab/{service}:{TAG}")
+        docker("tag", f"mlflow-lab/{service}:{BASE_TAG}", f"mlflow-lab/{service}:{TAG}")
     try:
         yield Stack(env)
     finally:

@@ -489,42 +489,69 @@ def test_force_pushed_unrelated_history_backs_up_then_clones(
     assert not leftovers(dest)
 
 
-def test_a_source_rebuilt_with_a_new_history_is_merged_when_asked(
-    upstream: Upstream, dest: Path
-) -> None:
-    # The lab bundled in the image: every image gives it a one-commit history of its own.
-    ws.sync(upstream.url, BRANCH, dest, merge_new_history=True)
+def test_a_local_source_that_moves_on_is_merged(upstream: Upstream, dest: Path) -> None:
+    # The lab bundled in the image: a local repository whose history continues from one
+    # image to the next, so a new image's lab is an ordinary update.
+    ws.sync(str(upstream.path), BRANCH, dest)
     (dest / "lab/a.txt").write_text("student edit\n")
     (dest / "lab/untracked.ipynb").write_text("{}\n")
     (dest / "README.md").unlink()
-    files = {**INITIAL_FILES}
-    files.update({"lab/a.txt": "upstream a v2\n", "lab/b.txt": "b v2\n", "lab/new.txt": "new\n"})
-    new_root = upstream.rewrite_history(files)
+    upstream.commit({"lab/a.txt": "upstream a v2\n", "lab/new.txt": "new\n"}, "next release")
 
-    result = ws.sync(upstream.url, BRANCH, dest, merge_new_history=True)
+    result = ws.sync(str(upstream.path), BRANCH, dest)
 
     assert result.action is ws.SyncAction.UPDATED, result.summary
     assert not backups_of(dest)
-    assert (dest / "lab/a.txt").read_text() == "student edit\n"  # the student's side wins
-    assert (dest / "lab/b.txt").read_text() == "b v2\n"
+    assert (dest / "lab/a.txt").read_text() == "student edit\n"
     assert (dest / "lab/new.txt").read_text() == "new\n"
     assert (dest / "lab/untracked.ipynb").read_text() == "{}\n"
     assert (dest / "README.md").exists(), "a file the student deleted comes back"
-    git(dest, "merge-base", "--is-ancestor", new_root, "HEAD")
-    assert "lab/a.txt" in result.kept_student_edits
-    assert_one_line(result.summary)
+    assert result.kept_student_edits == ("lab/a.txt",)
+    assert ws.sync(str(upstream.path), BRANCH, dest).action is ws.SyncAction.UP_TO_DATE
 
-    # The next release rebuilds the history again; the student's copy keeps following.
-    files["lab/b.txt"] = "b v3\n"
-    upstream.rewrite_history(files)
-    again = ws.sync(upstream.url, BRANCH, dest, merge_new_history=True)
-    assert again.action is ws.SyncAction.UPDATED
-    assert (dest / "lab/b.txt").read_text() == "b v3\n"
-    assert (dest / "lab/a.txt").read_text() == "student edit\n"
-    assert not backups_of(dest)
-    assert ws.sync(upstream.url, BRANCH, dest, merge_new_history=True).action is (
-        ws.SyncAction.UP_TO_DATE
+
+def test_a_shallow_source_cloned_anew_is_not_left_stale(
+    upstream: Upstream, dest: Path, tmp_path: Path
+) -> None:
+    # The host's course cache is a shallow clone; made again later, its new tip hangs
+    # from a new shallow boundary: git's fetch would reject it unless told otherwise.
+    cache = tmp_path / "cache.git"
+    git(
+        tmp_path,
+        "clone",
+        "-q",
+        "--bare",
+        "--depth",
+        "1",
+        "--branch",
+        BRANCH,
+        upstream.url,
+        str(cache),
     )
+    ws.sync(str(cache), BRANCH, dest)
+    before = _student_state(dest)
+    upstream.commit({"lab/b.txt": "b v2\n"})
+    upstream.commit({"lab/c.txt": "c\n"})
+    shutil.rmtree(cache)
+    git(
+        tmp_path,
+        "clone",
+        "-q",
+        "--bare",
+        "--depth",
+        "1",
+        "--branch",
+        BRANCH,
+        upstream.url,
+        str(cache),
+    )
+
+    result = ws.sync(str(cache), BRANCH, dest)
+
+    assert result.action is ws.SyncAction.REPLACED, result.summary
+    [backup] = backups_of(dest)
+    assert snapshot(backup) == before
+    assert snapshot(dest) == upstream.tree()
 
 
 @pytest.mark.parametrize("depth", [1, None])

@@ -175,7 +175,7 @@ def test_no_course_repo_places_nothing_and_warns(
     assert not fake_docker.matching(r"^docker exec "), "nothing to place"
 
 
-def test_the_bundled_lab_is_merged_as_a_new_history(
+def test_the_bundled_lab_is_placed_as_an_ordinary_update(
     fake_docker: FakeDocker, compose: LabCompose
 ) -> None:
     fake_docker.on(rf"^{SYNC} ", "up to date\n")
@@ -184,7 +184,6 @@ def test_the_bundled_lab_is_merged_as_a_new_history(
         "--source", layout.BUNDLED_LAB_SOURCE,
         "--branch", "main",
         "--dest", f"{layout.WORKSPACE}/{course.BUNDLED_LAB_DIR}",
-        "--merge-new-history",
     ]  # fmt: skip
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -319,3 +320,61 @@ def test_the_local_base_build_runs_from_a_checkout_path_with_spaces(
     # A real shell runs the stand-in: the gateway is not faked here.
     tag = images.ensure_base_image(lab)
     assert seen.read_text(encoding="utf-8").splitlines() == [str(recipe), tag]
+
+
+def test_the_bundled_labs_history_continues_from_one_build_to_the_next(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    project, target = tmp_path / "project", tmp_path / "lab.git"
+    monkeypatch.setattr(images, "PROJECT_ROOT", project)
+
+    def commit(files: dict[str, str]) -> None:
+        for rel, text in files.items():
+            (project / rel).parent.mkdir(parents=True, exist_ok=True)
+            (project / rel).write_text(text, encoding="utf-8")
+        ident = [
+            "-c",
+            "user.name=Dev",
+            "-c",
+            "user.email=dev@example.invalid",
+            "-c",
+            "commit.gpgsign=false",
+        ]
+        subprocess.run(["git", "-C", str(project), "add", "-A"], check=True)
+        subprocess.run(["git", *ident, "-C", str(project), "commit", "-qm", "x"], check=True)
+
+    def history() -> list[str]:
+        images.prepare_lab_history(target)
+        out = subprocess.run(
+            ["git", "--git-dir", str(target), "rev-list", "main"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.split()
+
+    # No git history: an empty folder, and the image build makes a one-commit history.
+    project.mkdir()
+    (project / "lab").mkdir()
+    images.prepare_lab_history(target)
+    assert list(target.iterdir()) == []
+
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    commit({"lab/README.md": "v1\n", "tasks.py": "1\n"})
+    first = history()
+    assert len(first) == 1
+    commit({"tasks.py": "2\n"})  # lab/ unchanged: the same commit
+    assert history() == first
+    commit({"lab/README.md": "v2\n"})
+    second = history()
+    assert second[1:] == first  # the next version's parent is the previous one
+    tree = subprocess.run(
+        ["git", "--git-dir", str(target), "ls-tree", "-r", "--name-only", "main"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert tree.stdout.split() == ["README.md"]
+    # Made again from the same history: the very same commits.
+    shutil.rmtree(target)
+    assert history() == second
