@@ -148,6 +148,29 @@ def _docker_binary() -> str:
     return binary
 
 
+def _process(
+    argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None, **streams: Any
+) -> subprocess.CompletedProcess[Any]:
+    """Run a Docker program to its end; a timeout or a missing program is one line."""
+    full_env = {**os.environ, **env} if env is not None else None
+    try:
+        return subprocess.run(list(argv), env=full_env, timeout=timeout, check=False, **streams)
+    except subprocess.TimeoutExpired:
+        shown = Result(tuple(argv), -1).what
+        raise DockerError(
+            f"{shown} did not finish within {timeout:g} s: check the Docker engine "
+            f"(`docker info`), then try again"
+        ) from None
+    except FileNotFoundError:
+        raise LabError(f"{argv[0]} is not installed: install Docker Engine first") from None
+
+
+def _checked(result: Result, check: bool, fix: str) -> Result:
+    if check and not result.ok:
+        raise DockerError(failure(result, fix), result)
+    return result
+
+
 def call(
     argv: Sequence[str],
     *,
@@ -158,30 +181,12 @@ def call(
     fix: str = "",
 ) -> Result:
     """Run a Docker program (the CLI or Compose) with its output captured as text."""
-    full_env = {**os.environ, **env} if env is not None else None
-    try:
-        done = subprocess.run(
-            list(argv),
-            input=input,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            env=full_env,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        shown = Result(tuple(argv), -1).what
-        raise DockerError(
-            f"{shown} did not finish within {timeout:g} s: check the Docker engine "
-            f"(`docker info`), then try again"
-        ) from None
-    except FileNotFoundError:
-        raise LabError(f"{argv[0]} is not installed: install Docker Engine first") from None
+    done = _process(
+        argv, timeout=timeout, env=env, input=input, capture_output=True, text=True,
+        errors="replace",
+    )  # fmt: skip
     result = Result(tuple(argv), done.returncode, done.stdout or "", done.stderr or "")
-    if check and not result.ok:
-        raise DockerError(failure(result, fix), result)
-    return result
+    return _checked(result, check, fix)
 
 
 def run(
@@ -230,24 +235,16 @@ def stream(
     fix: str = "",
 ) -> Result:
     """A Docker program with binary stdin/stdout files; stderr captured for the one line."""
-    full_env = {**os.environ, **env} if env is not None else None
-    try:
-        done = subprocess.run(
-            list(argv),
-            stdin=stdin if stdin is not None else subprocess.DEVNULL,
-            stdout=stdout if stdout is not None else subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=full_env,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        shown = Result(tuple(argv), -1).what
-        raise DockerError(f"{shown} took over {timeout:g} s: check the Docker engine") from None
+    done = _process(
+        argv,
+        timeout=timeout,
+        env=env,
+        stdin=stdin if stdin is not None else subprocess.DEVNULL,
+        stdout=stdout if stdout is not None else subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     result = Result(tuple(argv), done.returncode, "", done.stderr.decode(errors="replace"))
-    if check and not result.ok:
-        raise DockerError(failure(result, fix), result)
-    return result
+    return _checked(result, check, fix)
 
 
 def call_lines(

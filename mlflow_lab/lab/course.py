@@ -8,13 +8,13 @@ container, workspace_sync.py places it in the workspace without losing student w
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlflow_lab.core import git
 from mlflow_lab.core.errors import LabError
 from mlflow_lab.core.settings import Settings
 from mlflow_lab.lab import layout
@@ -40,22 +40,11 @@ def repo_name(url: str) -> str:
 
 
 def _git(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
-    return subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=GIT_TIMEOUT_S,
-        check=False,
-    )
+    return git.run(*args, cwd=cwd, timeout=GIT_TIMEOUT_S)
 
 
 def _reason(result: subprocess.CompletedProcess[str]) -> str:
-    lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
-    fatal = [line for line in lines if line.startswith("fatal:")]
-    return (fatal or lines or [f"git exit code {result.returncode}"])[-1].removeprefix("fatal: ")
+    return git.reason(result)
 
 
 def _has_branch(cache: Path, branch: str) -> bool:

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 from mlflow_lab import PROJECT_ROOT
-from mlflow_lab.core import docker, versions
+from mlflow_lab.core import docker, git, versions
 from mlflow_lab.core.docker import Result
 from mlflow_lab.core.errors import LabError
 from mlflow_lab.core.progress import Step, Steps
@@ -166,17 +166,7 @@ LAB_COMMIT_MESSAGE = "mlflow-lab bundled lab"
 
 
 def _git(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> str:
-    result = subprocess.run(
-        ["git", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return result.stdout.strip()
+    return git.output(*args, cwd=PROJECT_ROOT, env=env, input=stdin, timeout=120)
 
 
 def prepare_lab_history(target: Path) -> None:
