@@ -234,3 +234,15 @@ def test_clone_places_and_resyncs_the_course_repo_without_losing_work(
     assert missing.returncode == 0, "a missing branch is a warning, not a failure"
     assert "warning: course repo" in missing.stdout
     assert "no-such-branch" in missing.stdout
+
+
+def test_the_tasks_change_nothing_in_the_users_home(lab: Lab, tmp_path: Path) -> None:
+    # Compose used to be offered to the docker CLI as a plugin in ~/.docker: a link that
+    # broke the user's own `docker compose` once the venv was gone.
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**lab.env, "HOME": str(home)}
+    env.pop("DOCKER_CONFIG", None)
+    for task in (["up"], ["status"], ["doctor"], ["verify"]):
+        run_invoke(env, *task, check=task[0] != "doctor")  # doctor: the ports are the lab's
+    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == []
