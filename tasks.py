@@ -5,20 +5,18 @@ Start with `invoke up`; `invoke --help TASK` explains each task.
 
 from __future__ import annotations
 
-import functools
 import json
 import shlex
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
+from invoke.collection import Collection
 from invoke.context import Context
-from invoke.exceptions import Exit
 from invoke.tasks import task
 
+from mlflow_lab.classroom import tasks as classroom_tasks
 from mlflow_lab.core import settings
-from mlflow_lab.core.errors import LabError
+from mlflow_lab.core.errors import LabError, one_line_errors
 from mlflow_lab.lab import backup as lab_backup
 from mlflow_lab.lab import bundle as bundle_module
 from mlflow_lab.lab import doctor as doctor_module
@@ -28,22 +26,8 @@ from mlflow_lab.lab import screenshots as screenshots_module
 from mlflow_lab.lab import verify as verify_module
 from mlflow_lab.lab.compose import Compose
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _one_line_errors(func: F) -> F:
-    """A LabError becomes one line on stderr and exit code 1, never a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except LabError as exc:
-            raise Exit(f"error: {exc}", code=1) from None
-        except KeyboardInterrupt:
-            raise Exit("interrupted", code=130) from None
-
-    return wrapper  # type: ignore[return-value]
+# One line, exit code 1, no traceback: shared with the classroom's tasks.
+_one_line_errors = one_line_errors
 
 
 @task(help={"service": "Build only this image: mlflow or jupyter (default: both)."})
@@ -128,11 +112,22 @@ def bench(c: Context, rounds: int = 3, smoke: bool = False, cold: bool = False) 
     print(bench_module.run(c, settings.load(), rounds=rounds, smoke=smoke, cold=cold))
 
 
-@task
+@task(
+    help={
+        "classroom": "Lock the classroom's images instead (docker/classroom-constraints.txt, "
+        "the student servers' additions and the proxy's package-lock.json).",
+        "mlflow_version": "With --classroom: move the class's MLflow server to this version.",
+    }
+)
 @_one_line_errors
-def lock(c: Context) -> None:
+def lock(c: Context, classroom: bool = False, mlflow_version: str = "") -> None:
     """Re-resolve docker/constraints.txt (exact versions of both images) after a change."""
-    lock_module.lock(c, settings.load())
+    if classroom:
+        lock_module.lock_classroom(c, settings.load(), mlflow_version)
+    elif mlflow_version:
+        raise LabError("--mlflow-version moves the classroom's MLflow only: add --classroom")
+    else:
+        lock_module.lock(c, settings.load())
 
 
 @task(help={"json": "Print the results as JSON for scripts."})
@@ -234,3 +229,9 @@ def test(c: Context, unit: bool = False, k: str = "") -> None:
     if k:
         selection += f" -k {k!r}"
     c.run(f"{python} -m pytest{selection}", echo=True)
+
+
+# The lab's tasks at the top (`invoke up`), the classroom's under `classroom.`
+# (`invoke classroom.up`, defined in mlflow_lab/classroom/tasks.py).
+ns = Collection.from_module(sys.modules[__name__])
+ns.add_collection(classroom_tasks.ns)

@@ -22,6 +22,7 @@ from mlflow_lab.core.errors import LabError
 ENV_FILE = PROJECT_ROOT / ".env"
 TOKEN_FILE_NAME = "jupyter-token"
 MIN_GENERATED_TOKEN_CHARS = 48
+CLASS_PREFIX = "LAB_CLASS_"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _COMPOSE_DEFAULT = re.compile(r"\$\{(LAB_[A-Z0-9_]+):-([^}]*)\}")
@@ -122,7 +123,12 @@ def parse_env_file(path: Path) -> dict[str, str]:
             value = value[1:-1]
         elif " #" in value:
             value = value.split(" #", 1)[0].rstrip()
-        if name.startswith("LAB_") and name not in SETTING_NAMES:
+        # LAB_CLASS_* names are the classroom's (mlflow_lab/classroom/settings.py checks them).
+        if (
+            name.startswith("LAB_")
+            and not name.startswith(CLASS_PREFIX)
+            and name not in SETTING_NAMES
+        ):
             raise LabError(
                 f"{path.name} line {number}: unknown setting {name}: see .env.example for the names"
             )
