@@ -76,12 +76,13 @@ def up(ctx: Context, settings: ClassSettings, *, init: bool = True, build: bool 
     """Swarm, state, images, deploy; return once the hub and MLflow answer."""
     if not CLASSROOM_FILE.is_file():
         raise LabError(f"{CLASSROOM_FILE.name} is missing: restore it from the repository")
+    # The port first: a class that cannot be reached must not leave a swarm behind.
+    _port_check(settings)
     if swarm.ensure_manager(init=init):
         print(
             "This engine was not in a swarm: initialised a one-node swarm "
             "(`docker swarm leave --force` undoes it once the class is destroyed)."
         )
-    _port_check(settings)
     for name in state.ensure(settings):
         print(f"Generated the class's {name} (kept in {settings.secrets_dir}).")
     todo = images.stale(settings)
