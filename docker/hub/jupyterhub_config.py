@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from docker.types import Mount
+from docker.types import Healthcheck, Mount
 
 c = get_config()  # type: ignore[name-defined]
 
@@ -138,7 +138,10 @@ def mounts(spawner: Any) -> None:
         found.append(
             Mount(target="/opt/course-upstream", source=course, type="bind", read_only=True)
         )
-    spawner.extra_container_spec = {"mounts": found}
+    # No health check: the lab image's asks /api at the root, which the hub's /user/NAME/
+    # prefix moves, and Swarm would hold the task in "starting" until it passed. The hub
+    # checks the server's readiness itself.
+    spawner.extra_container_spec = {"mounts": found, "healthcheck": Healthcheck(test=["NONE"])}
     spawner.extra_create_kwargs = {"labels": labels}
 
 

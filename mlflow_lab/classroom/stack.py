@@ -69,7 +69,11 @@ def _course_env(settings: ClassSettings) -> tuple[dict[str, str], str | None]:
 
 
 def stack_env(settings: ClassSettings, course_env: dict[str, str]) -> dict[str, str]:
-    return {**settings.stack_env(), **course_env}
+    ids = {
+        f"CLASS_{name.upper()}_IMAGE_ID": docker.image_id(settings.image(name)) or ""
+        for name in SERVICES
+    }
+    return {**settings.stack_env(), **course_env, **ids}
 
 
 def up(ctx: Context, settings: ClassSettings, *, init: bool = True, build: bool = True) -> None:
@@ -119,8 +123,16 @@ def wait_ready(settings: ClassSettings, timeout: float = READY_TIMEOUT_S) -> Non
 
 
 def _healthy(settings: ClassSettings, service: str) -> bool:
-    container = swarm.container_of(service_name(settings, service))
-    return container is not None and swarm.health(container) == "healthy"
+    # The newest task, alone and healthy: right after a deploy that updates a service the
+    # old task may still answer, which is no sign the new one will.
+    name = service_name(settings, service)
+    newest = next(iter(swarm.tasks(name)), {})
+    running = docker.containers({swarm.SERVICE_LABEL: name}, all=False)
+    return (
+        str(newest.get("CurrentState", "")).startswith("Running")
+        and len(running) == 1
+        and swarm.health(running[0]) == "healthy"
+    )
 
 
 def print_ready(settings: ClassSettings) -> None:
@@ -231,14 +243,14 @@ def status(settings: ClassSettings) -> dict[str, Any]:
 def _token(settings: ClassSettings) -> str:
     try:
         return state.secret(settings, "hub-api-token")
-    except OSError:
+    except LabError:
         return ""
 
 
 def students_report(settings: ClassSettings, up_now: bool) -> list[dict[str, Any]]:
     accounts_now = roster.read_accounts(settings)
     servers: dict[str, dict[str, Any]] = {}
-    if up_now:
+    if up_now and (settings.secrets_dir / "hub-api-token").is_file():
         try:
             for user in hub(settings).api("GET", "/users") or []:
                 servers[user["name"]] = (user.get("servers") or {}).get("", {})

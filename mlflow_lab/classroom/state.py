@@ -23,7 +23,14 @@ def _generate(name: str) -> str:
 
 
 def secret(settings: ClassSettings, name: str) -> str:
-    return (settings.secrets_dir / name).read_text(encoding="utf-8").strip()
+    path = settings.secrets_dir / name
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError:
+        raise LabError(
+            f"the class's {name} is missing from {settings.secrets_dir}: check "
+            "LAB_CLASS_STATE_DIR, or run `invoke classroom.up` to create the class"
+        ) from None
 
 
 def ensure(settings: ClassSettings) -> list[str]:

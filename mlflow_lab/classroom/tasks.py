@@ -75,7 +75,7 @@ def logs(c: Context, service: str = "", tail: int = 200) -> None:
     positional=["action", "target"],
 )
 @one_line_errors
-def students(c: Context, action: str, target: str = "", delete_data: bool = False) -> None:
+def students(c: Context, action: str, target: str | None = None, delete_data: bool = False) -> None:
     """The class's students: accounts in the hub and in MLflow, with generated passwords.
 
     `add FILE` reads a CSV (username[,display name], one per line) and prints the new
@@ -83,6 +83,8 @@ def students(c: Context, action: str, target: str = "", delete_data: bool = Fals
     LAB_CLASS_STATE_DIR/passwords.csv. `remove USER` keeps the student's data unless
     --delete-data; `reset-password USER` makes a new password and stops their server.
     """
+    # None, not "": invoke fills only positional arguments whose value is still None.
+    target = target or ""
     class_settings = settings.load()
     if action in ("add", "remove", "reset-password") and not target:
         what = "FILE" if action == "add" else "USER"
