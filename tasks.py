@@ -5,20 +5,19 @@ Start with `invoke up`; `invoke --help TASK` explains each task.
 
 from __future__ import annotations
 
-import functools
 import json
 import shlex
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
+from invoke.collection import Collection
 from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
+from mlflow_lab.classroom import tasks as classroom_tasks
 from mlflow_lab.core import settings
-from mlflow_lab.core.errors import LabError
+from mlflow_lab.core.errors import LabError, one_line_errors
 from mlflow_lab.lab import backup as lab_backup
 from mlflow_lab.lab import bundle as bundle_module
 from mlflow_lab.lab import doctor as doctor_module
@@ -28,22 +27,8 @@ from mlflow_lab.lab import screenshots as screenshots_module
 from mlflow_lab.lab import verify as verify_module
 from mlflow_lab.lab.compose import JUPYTER, SERVICES, LabCompose
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _one_line_errors(func: F) -> F:
-    """A LabError becomes one line on stderr and exit code 1, never a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except LabError as exc:
-            raise Exit(f"error: {exc}", code=1) from None
-        except KeyboardInterrupt:
-            raise Exit("interrupted", code=130) from None
-
-    return wrapper  # type: ignore[return-value]
+# One line, exit code 1, no traceback: shared with the classroom's tasks.
+_one_line_errors = one_line_errors
 
 
 VERBOSE_HELP = "Show the raw build log as it comes (it is always kept in the state dir)."
@@ -149,14 +134,29 @@ def bench(c: Context, rounds: int = 3, smoke: bool = False, cold: bool = False) 
     help={
         "check": "Only check that requirements*.txt match pyproject.toml (exit 1 when not).",
         "with_images": "Also re-resolve docker/constraints.txt (both images; uses the base image).",
+        "classroom": "Lock the classroom's images instead (docker/classroom-constraints.txt, "
+        "the student servers' additions and the proxy's package-lock.json).",
+        "mlflow_version": "With --classroom: move the class's MLflow server to this version.",
     }
 )
 @_one_line_errors
-def lock(c: Context, check: bool = False, with_images: bool = False) -> None:
+def lock(
+    c: Context,
+    check: bool = False,
+    with_images: bool = False,
+    classroom: bool = False,
+    mlflow_version: str = "",
+) -> None:
     """Re-resolve the exact versions: requirements*.txt from pyproject.toml (uv).
 
-    With --with-images, also docker/constraints.txt after changing an image's requirements.txt.
+    With --with-images, also docker/constraints.txt after changing an image's requirements.txt;
+    with --classroom, the classroom's images instead.
     """
+    if mlflow_version and not classroom:
+        raise LabError("--mlflow-version moves the classroom's MLflow only: add --classroom")
+    if classroom:
+        lock_module.lock_classroom(settings.load(), mlflow_version)
+        return
     if check:
         stale = lock_module.lock_host(check=True)
         if stale:
@@ -276,3 +276,9 @@ def test(c: Context, unit: bool = False, k: str = "") -> None:
     if k:
         selection += f" -k {k!r}"
     c.run(f"{python} -m pytest{selection}", echo=True)
+
+
+# The lab's tasks at the top (`invoke up`), the classroom's under `classroom.`
+# (`invoke classroom.up`, defined in mlflow_lab/classroom/tasks.py).
+ns = Collection.from_module(sys.modules[__name__])
+ns.add_collection(classroom_tasks.ns)

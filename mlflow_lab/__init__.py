@@ -7,3 +7,4 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = PROJECT_ROOT / "compose.yaml"
+CLASSROOM_FILE = PROJECT_ROOT / "classroom.yaml"

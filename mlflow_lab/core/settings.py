@@ -27,6 +27,7 @@ from mlflow_lab.core.errors import LabError
 ENV_FILE = PROJECT_ROOT / ".env"
 TOKEN_FILE_NAME = "jupyter-token"
 MIN_GENERATED_TOKEN_CHARS = 48
+CLASS_PREFIX = "LAB_CLASS_"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _COMPOSE_DEFAULT = re.compile(r"\$\{(LAB_[A-Z0-9_]+):-([^}]*)\}")
@@ -180,7 +181,8 @@ def parse_env_file(path: Path) -> dict[str, str]:
             raise LabError(
                 f"{path.name} line {number}: {shown!r} is not NAME=value: fix or remove that line"
             )
-        if key.startswith("LAB_"):
+        # LAB_CLASS_* names are the classroom's (mlflow_lab/classroom/settings.py checks them).
+        if key.startswith("LAB_") and not key.startswith(CLASS_PREFIX):
             if key not in SETTING_NAMES:
                 raise LabError(
                     f"{path.name} line {number}: unknown setting {key}: see .env.example for "

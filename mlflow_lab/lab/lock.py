@@ -120,3 +120,60 @@ def lock_host(*, check: bool = False) -> list[str]:
             ):
                 stale.append(name)
     return stale
+
+
+# -- the classroom's images ------------------------------------------------------------------
+
+CLASS_HEADER = """\
+# Exact versions of the classroom's hub and MLflow server images (both install with -c this
+# file). Written by `invoke lock --classroom` (docker/hub/lock.sh); the mlflow pin here is
+# the class's MLflow version, read by everything else.
+"""
+NOTEBOOK_HEADER = """\
+# What the class's student servers add to the lab's jupyter image (jupyterhub-singleuser),
+# resolved against docker/constraints.txt. Written by `invoke lock --classroom`.
+"""
+CLASS_LOCK_TIMEOUT_S = 1800
+
+
+def lock_classroom(settings: Settings, mlflow_version: str = "") -> None:
+    """Resolve the class images' pins in a throwaway container of the base image.
+
+    The class's MLflow version is kept from the current lock unless `mlflow_version` says
+    otherwise: it moves only when someone asks for it.
+    """
+    version = mlflow_version or versions.class_mlflow_version()
+    base = images.ensure_base_image(settings)
+    images.prepare_build_context(settings)
+    out = images.BUILD_DIR / "class-lock"
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"Resolving the classroom's packages (MLflow {version}) in {base}...")
+    docker.run(
+        "run",
+        "--rm",
+        "-v",
+        f"{PROJECT_ROOT}:/src:ro",
+        "-v",
+        f"{images.BUILD_DIR}:/build:ro",
+        "-v",
+        f"{out}:/out",
+        base,
+        "sh",
+        "/src/docker/hub/lock.sh",
+        version,
+        timeout=CLASS_LOCK_TIMEOUT_S,
+        fix="fix the classroom's requirements (docker/hub, docker/class-mlflow) and retry",
+    )
+    class_pins = (out / "classroom-constraints.txt").read_text(encoding="utf-8")
+    notebook_pins = (out / "notebook-constraints.txt").read_text(encoding="utf-8")
+    versions.CLASS_CONSTRAINTS_FILE.write_text(CLASS_HEADER + class_pins, encoding="utf-8")
+    versions.NOTEBOOK_CONSTRAINTS_FILE.write_text(NOTEBOOK_HEADER + notebook_pins, encoding="utf-8")
+    lock_json = (out / "package-lock.json").read_text(encoding="utf-8")
+    (PROJECT_ROOT / "docker" / "hub" / "package-lock.json").write_text(lock_json, encoding="utf-8")
+    count = len(class_pins.splitlines())
+    print(
+        f"Wrote {count} pins to {versions.CLASS_CONSTRAINTS_FILE.relative_to(PROJECT_ROOT)}, "
+        f"{len(notebook_pins.splitlines())} to "
+        f"{versions.NOTEBOOK_CONSTRAINTS_FILE.relative_to(PROJECT_ROOT)} and the proxy's "
+        "npm tree to docker/hub/package-lock.json."
+    )

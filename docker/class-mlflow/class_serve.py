@@ -1,0 +1,88 @@
+"""Start the class's MLflow server: authentication app, workspaces, PostgreSQL, artifacts.
+
+Runs as the container's command. Passwords come from the stack's secrets (files under
+/run/secrets), never from the environment a `docker inspect` would show.
+
+The accounts start from nothing: every permission not granted is refused
+(`default_permission = NO_PERMISSIONS`), the `default` workspace is nobody's
+(`grant_default_workspace_access = false`), and each student gets a role in a
+workspace of their own (class_accounts.py).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import quote
+
+SECRETS = Path(os.environ.get("LAB_CLASS_SECRETS", "/run/secrets"))
+PORT = 8080
+ARTIFACTS = "/data/artifacts"
+AUTH_CONFIG = Path("/tmp/basic_auth.ini")
+
+
+def secret(name: str) -> str:
+    return (SECRETS / name).read_text(encoding="utf-8").strip()
+
+
+def database_uri(database: str) -> str:
+    password = quote(secret("db-password"), safe="")
+    host = os.environ.get("LAB_CLASS_DB_HOST", "db")
+    return f"postgresql+psycopg2://mlflow:{password}@{host}:5432/{database}"
+
+
+def auth_config(admin: str) -> str:
+    """MLflow's basic_auth.ini for the class (admin password: MLFLOW_AUTH_ADMIN_PASSWORD)."""
+    return (
+        "[mlflow]\n"
+        "default_permission = NO_PERMISSIONS\n"
+        f"database_uri = {database_uri('mlflow_auth')}\n"
+        f"admin_username = {admin}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "grant_default_workspace_access = false\n"
+    )
+
+
+def allowed_hosts() -> str:
+    # Students' notebooks reach the server as 127.0.0.1:8080 (their forward), the hub and
+    # the tools as mlflow:8080; anything else is refused by MLflow's Host check.
+    return "localhost,localhost:*,127.0.0.1,127.0.0.1:*,mlflow,mlflow:*"
+
+
+def main() -> None:
+    admin = os.environ.get("LAB_CLASS_INSTRUCTOR", "instructor")
+    AUTH_CONFIG.write_text(auth_config(admin), encoding="utf-8")
+    AUTH_CONFIG.chmod(0o600)
+    os.environ.update(
+        {
+            "MLFLOW_AUTH_CONFIG_PATH": str(AUTH_CONFIG),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": secret("instructor-password"),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secret("mlflow-secret-key"),
+        }
+    )
+    store = database_uri("mlflow")
+    argv = [
+        "mlflow",
+        "server",
+        "--app-name",
+        "basic-auth",
+        "--enable-workspaces",
+        "--backend-store-uri",
+        store,
+        "--serve-artifacts",
+        "--artifacts-destination",
+        ARTIFACTS,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(PORT),
+        "--workers",
+        os.environ.get("LAB_CLASS_MLFLOW_WORKERS", "2"),
+        "--allowed-hosts",
+        allowed_hosts(),
+    ]
+    os.execvp(argv[0], argv)
+
+
+if __name__ == "__main__":
+    main()

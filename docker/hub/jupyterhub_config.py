@@ -1,0 +1,148 @@
+"""JupyterHub for the class: logins from the roster, one JupyterLab per student.
+
+Everything the instructor tunes comes from the environment that classroom.yaml fills
+from the LAB_CLASS_* settings; secrets come from the stack's secrets (/run/secrets).
+
+- Logins: RosterAuthenticator (roster_auth.py), accounts kept by `invoke classroom.students`.
+- Student servers: dockerspawner's SwarmSpawner, one Swarm service per student from the
+  lab's jupyter image (plus jupyterhub-singleuser), on the class's overlay network. This
+  engine has no IPVS, so a service gets DNS round-robin endpoints (no virtual IP) and
+  the hub reaches it by its service name; nothing of it is published.
+- Each student has their own workspace volume, kept when their server stops (idle
+  culling, `classroom.down`, `students remove` without --delete-data).
+- Student servers never get the Docker socket: only this hub has it, to spawn them.
+"""
+
+# ruff: noqa: F821  (`c` and `get_config` are given by JupyterHub when it loads this file)
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from docker.types import Healthcheck, Mount
+
+c = get_config()  # type: ignore[name-defined]
+
+SECRETS = Path("/run/secrets")
+CLASS_DIR = Path("/srv/class")  # the class's state dir on the host, read-only
+STACK = os.environ.get("LAB_CLASS_STACK", "mlflow-class")
+INSTRUCTOR = os.environ.get("LAB_CLASS_INSTRUCTOR", "instructor")
+WORKSPACE = "/home/student/workspace"
+
+
+def secret(name: str) -> str:
+    return (SECRETS / name).read_text(encoding="utf-8").strip()
+
+
+# -- the hub and its proxy ---------------------------------------------------------------
+c.JupyterHub.bind_url = "http://:8000"
+c.JupyterHub.hub_bind_url = "http://0.0.0.0:8081"
+# Student servers call the hub back by its service name on the class network.
+c.JupyterHub.hub_connect_url = "http://hub:8081"
+c.JupyterHub.db_url = "sqlite:////srv/jupyterhub/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "/srv/jupyterhub/jupyterhub_cookie_secret"
+c.ConfigurableHTTPProxy.command = ["configurable-http-proxy"]
+# `classroom.down` removes student servers with the stack; a restarted hub finds them
+# gone and shows them stopped.
+c.JupyterHub.cleanup_servers = False
+cert, key = CLASS_DIR / "tls" / "cert.pem", CLASS_DIR / "tls" / "key.pem"
+if cert.is_file() and key.is_file():
+    # The proxy serves HTTPS with the instructor's certificate (LAB_CLASS_TLS_CERT/KEY).
+    c.JupyterHub.ssl_cert = str(cert)
+    c.JupyterHub.ssl_key = str(key)
+
+# -- logins --------------------------------------------------------------------------------
+c.JupyterHub.authenticator_class = "roster_auth.RosterAuthenticator"
+c.RosterAuthenticator.roster_file = str(CLASS_DIR / "roster.json")
+c.RosterAuthenticator.instructor = INSTRUCTOR
+c.Authenticator.admin_users = {INSTRUCTOR}
+c.Authenticator.any_allow_config = True  # check_allowed reads the roster
+# The MLflow password travels to the student's server in auth_state, encrypted at rest.
+c.Authenticator.enable_auth_state = True
+c.CryptKeeper.keys = [bytes.fromhex(secret("hub-crypt-key"))]
+
+# -- the instructor's scripts and the idle culler ----------------------------------------
+idle_s = int(os.environ.get("LAB_CLASS_IDLE_MINUTES", "60")) * 60
+c.JupyterHub.services = [
+    {"name": "class-admin", "api_token": secret("hub-api-token")},
+    {
+        "name": "idle-culler",
+        "command": [
+            sys.executable,
+            "-m",
+            "jupyterhub_idle_culler",
+            f"--timeout={idle_s}",
+            f"--cull-every={max(30, min(300, idle_s // 4))}",
+        ],
+    },
+]
+c.JupyterHub.load_roles = [
+    {
+        "name": "class-admin",
+        "scopes": [
+            "admin:users",
+            "admin:servers",
+            "admin:auth_state",
+            "access:servers",
+            "read:hub",
+        ],
+        "services": ["class-admin"],
+    },
+    {
+        "name": "idle-culler",
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+        "services": ["idle-culler"],
+    },
+]
+
+# -- student servers -----------------------------------------------------------------------
+c.JupyterHub.spawner_class = "dockerspawner.SwarmSpawner"
+c.SwarmSpawner.image = os.environ["LAB_CLASS_NOTEBOOK_IMAGE"]
+c.SwarmSpawner.network_name = os.environ.get("LAB_CLASS_NETWORK", f"{STACK}_class")
+c.SwarmSpawner.use_internal_ip = True
+c.SwarmSpawner.use_internal_hostname = True
+c.SwarmSpawner.extra_endpoint_spec = {"mode": "dnsrr"}
+c.SwarmSpawner.name_template = f"{STACK}-student-{{username}}"
+c.SwarmSpawner.cmd = ["/usr/local/lib/mlflow-lab/class-start.sh"]
+c.SwarmSpawner.notebook_dir = WORKSPACE
+c.Spawner.default_url = "/lab"
+c.Spawner.port = 8888
+c.Spawner.start_timeout = 300
+c.Spawner.http_timeout = 180
+c.Spawner.cpu_limit = float(os.environ.get("LAB_CLASS_CPU_LIMIT", "1"))
+c.Spawner.mem_limit = os.environ.get("LAB_CLASS_MEM_LIMIT", "2G")
+c.Spawner.environment = {
+    "LAB_MLFLOW_UPSTREAM": "mlflow:8080",
+    "LAB_COURSE_CACHE": os.environ.get("LAB_COURSE_CACHE", ""),
+    "LAB_COURSE_NAME": os.environ.get("LAB_COURSE_NAME", ""),
+    "LAB_COURSE_BRANCH": os.environ.get("LAB_REPO_BRANCH", "dev"),
+}
+CLASS_LABEL = "org.mlflow-lab.class"
+STUDENT_LABEL = "org.mlflow-lab.student"
+
+
+def workspace_volume(username: str) -> str:
+    """The student's workspace volume: named like the stack's own volumes."""
+    return f"{STACK}_workspace-{username}"
+
+
+def mounts(spawner: Any) -> None:
+    """The student's own workspace volume and the course repo cache (read-only)."""
+    name = spawner.escaped_name
+    labels = {CLASS_LABEL: STACK, STUDENT_LABEL: spawner.user.name}
+    found = [Mount(target=WORKSPACE, source=workspace_volume(name), type="volume", labels=labels)]
+    course = os.environ.get("LAB_CLASS_COURSE_DIR", "")
+    if course:
+        found.append(
+            Mount(target="/opt/course-upstream", source=course, type="bind", read_only=True)
+        )
+    # No health check: the lab image's asks /api at the root, which the hub's /user/NAME/
+    # prefix moves, and Swarm would hold the task in "starting" until it passed. The hub
+    # checks the server's readiness itself.
+    spawner.extra_container_spec = {"mounts": found, "healthcheck": Healthcheck(test=["NONE"])}
+    spawner.extra_create_kwargs = {"labels": labels}
+
+
+c.SwarmSpawner.pre_spawn_hook = mounts

@@ -1,0 +1,103 @@
+"""Logins from the class roster: the accounts `invoke classroom.students add` writes.
+
+Why not a sign-up authenticator (NativeAuthenticator): a class has a roster, not
+strangers signing up, and the instructor's tools must create, reset and remove the
+same accounts in MLflow at the same moment; a roster file written by those tools is
+the one source for both. Passwords are kept as salted PBKDF2-SHA256 hashes
+(`pbkdf2_sha256$ITERATIONS$SALT_HEX$HASH_HEX`, as the host tools write them); only the
+instructor's 0600 file on the host has them in clear.
+
+The password a student logs in with is also their MLflow password: it is kept
+(encrypted, JupyterHub's auth_state) and handed to their own server only, as
+MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD, with MLFLOW_WORKSPACE set to their
+workspace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from pathlib import Path
+from typing import Any
+
+from jupyterhub.auth import Authenticator
+from traitlets import Unicode
+
+SCHEME = "pbkdf2_sha256"
+
+
+def verify(password: str, stored: str) -> bool:
+    """Whether `password` matches the stored `pbkdf2_sha256$N$SALT$HASH`."""
+    try:
+        scheme, iterations, salt, expected = stored.split("$")
+        if scheme != SCHEME:
+            return False
+        digest = hashlib.pbkdf2_hmac(
+            "sha256", password.encode(), bytes.fromhex(salt), int(iterations)
+        )
+    except ValueError:
+        return False
+    return hmac.compare_digest(digest.hex(), expected)
+
+
+class Roster:
+    """The roster file, read again whenever it changes (students added or removed)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._users: dict[str, dict[str, Any]] = {}
+
+    def users(self) -> dict[str, dict[str, Any]]:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return {}
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp != self._stamp:
+            loaded = json.loads(self.path.read_text(encoding="utf-8"))
+            self._users = dict(loaded.get("users", {}))
+            self._stamp = stamp
+        return self._users
+
+
+class RosterAuthenticator(Authenticator):  # type: ignore[misc]
+    roster_file = Unicode("/srv/class/roster.json", config=True, help="The class roster.")
+    instructor = Unicode("instructor", config=True, help="The instructor's username.")
+
+    _roster: Roster | None = None
+
+    @property
+    def roster(self) -> Roster:
+        if self._roster is None or self._roster.path != Path(self.roster_file):
+            self._roster = Roster(Path(self.roster_file))
+        return self._roster
+
+    async def authenticate(self, handler: Any, data: dict[str, str]) -> dict[str, Any] | None:
+        username = self.normalize_username(data.get("username", ""))
+        password = data.get("password", "")
+        entry = self.roster.users().get(username)
+        if not entry or not password or not verify(password, str(entry.get("password", ""))):
+            self.log.warning("Failed login for %r", username)
+            return None
+        return {
+            "name": username,
+            "admin": bool(entry.get("admin")),
+            "auth_state": {"mlflow_password": password},
+        }
+
+    def check_allowed(self, username: str, authentication: Any = None) -> bool:
+        # A removed student's session ends with their roster entry.
+        return username in self.roster.users()
+
+    async def pre_spawn_start(self, user: Any, spawner: Any) -> None:
+        state = await user.get_auth_state() or {}
+        password = state.get("mlflow_password")
+        if not password:
+            raise RuntimeError("log out and log in again: your MLflow login is not known")
+        env = {"MLFLOW_TRACKING_USERNAME": user.name, "MLFLOW_TRACKING_PASSWORD": password}
+        if user.name != self.instructor:
+            # The instructor (MLflow's admin) sees every workspace; a student works in theirs.
+            env["MLFLOW_WORKSPACE"] = user.name
+        spawner.environment.update(env)

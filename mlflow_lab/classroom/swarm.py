@@ -1,0 +1,146 @@
+"""Docker Swarm for the classroom: the engine's swarm state, stacks, services, tasks.
+
+Built on the one Docker gateway (mlflow_lab.core.docker); argv only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow_lab.core import docker
+from mlflow_lab.core.errors import LabError
+
+STACK_LABEL = "com.docker.stack.namespace"
+SERVICE_LABEL = "com.docker.swarm.service.name"
+DEPLOY_TIMEOUT_S = 180
+
+
+@dataclass(frozen=True)
+class SwarmState:
+    state: str  # inactive, pending, active, error, locked
+    manager: bool
+    node_id: str
+
+    @property
+    def active(self) -> bool:
+        return self.state == "active"
+
+
+def swarm_state() -> SwarmState:
+    info = docker.info()
+    if info is None:
+        raise LabError(f"the Docker engine is not running or not reachable: {docker.ENGINE_FIX}")
+    swarm = info.get("Swarm") or {}
+    return SwarmState(
+        state=str(swarm.get("LocalNodeState", "inactive")),
+        manager=bool(swarm.get("ControlAvailable")),
+        node_id=str(swarm.get("NodeID", "")),
+    )
+
+
+def ensure_manager(*, init: bool) -> bool:
+    """Make sure this engine manages a swarm; True when a one-node swarm was created now."""
+    state = swarm_state()
+    if state.active and state.manager:
+        return False
+    if state.active:
+        raise LabError(
+            "this Docker engine is a swarm worker, not a manager: run the classroom on a "
+            "manager node (`docker node ls` works there), or promote this one "
+            "(`docker node promote` on a manager)"
+        )
+    if state.state not in ("inactive", ""):
+        raise LabError(
+            f"this engine's swarm is {state.state}: fix it (`docker info`, `docker swarm "
+            "leave --force` to start over), then run the command again"
+        )
+    if not init:
+        raise LabError(
+            "the Docker engine is not in a swarm and --no-init was given: run "
+            "`docker swarm init` yourself, or run `invoke classroom.up` without --no-init"
+        )
+    # Loopback: a one-node swarm needs no address other machines can reach.
+    docker.run("swarm", "init", "--advertise-addr", "127.0.0.1", timeout=60)
+    return True
+
+
+def deploy(stack: str, file: Path, env: Mapping[str, str]) -> None:
+    """`docker stack deploy` of `file`, its ${...} filled from `env`; local images only."""
+    docker.call(
+        docker.docker_argv(
+            "stack", "deploy", "--resolve-image", "never", "--prune", "-c", str(file), stack
+        ),
+        env=dict(env),
+        timeout=DEPLOY_TIMEOUT_S,
+        fix="check classroom.yaml and the settings it names",
+    )
+
+
+def remove_stack(stack: str, timeout: float = 120) -> None:
+    """`docker stack rm`, then wait until its network is really gone (rm returns early)."""
+    if not services(stack):
+        return
+    docker.run("stack", "rm", stack, timeout=60)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = docker.answers("network", "ls", "-q", "--filter", f"label={STACK_LABEL}={stack}")
+        tasks = docker.containers({STACK_LABEL: stack})
+        if (left is None or not left.lines()) and not tasks:
+            return
+        time.sleep(1)
+    raise LabError(f"stack {stack} was not gone after {timeout:g} s: see `docker stack ps {stack}`")
+
+
+def _json_lines(result: docker.Result | None) -> list[dict[str, Any]]:
+    if result is None:
+        return []
+    return [json.loads(line) for line in result.lines()]
+
+
+def services(stack: str = "", label: str = "") -> list[dict[str, Any]]:
+    """`docker service ls` of a stack (or of services carrying `label`=value)."""
+    filt = f"label={STACK_LABEL}={stack}" if stack else f"label={label}"
+    return _json_lines(docker.answers("service", "ls", "--filter", filt, "--format", "{{json .}}"))
+
+
+def tasks(service: str) -> list[dict[str, Any]]:
+    """The service's tasks (newest first), as `docker service ps` tells them."""
+    return _json_lines(
+        docker.answers("service", "ps", "--no-trunc", "--format", "{{json .}}", service)
+    )
+
+
+def nodes() -> list[dict[str, Any]]:
+    return _json_lines(docker.answers("node", "ls", "--format", "{{json .}}"))
+
+
+def container_of(service: str) -> str | None:
+    """The running container of a (one-replica) service on this node."""
+    found = docker.containers({SERVICE_LABEL: service}, all=False)
+    return found[0] if found else None
+
+
+def health(container: str) -> str:
+    """The container's health ("healthy", "starting", ...), "" when it has no check."""
+    result = docker.inspect(container, fmt="{{if .State.Health}}{{.State.Health.Status}}{{end}}")
+    return result.stdout.strip() if result.ok else ""
+
+
+def logs(service: str, tail: int = 100) -> str:
+    result = docker.answers("service", "logs", "--no-task-ids", "--tail", str(tail), service)
+    return (result.stdout + result.stderr) if result else ""
+
+
+def remove_services(names: list[str]) -> None:
+    if names:
+        docker.run("service", "rm", *names, timeout=60)
+
+
+def volumes(label: str) -> list[str]:
+    result = docker.answers("volume", "ls", "-q", "--filter", f"label={label}")
+    return result.lines() if result else []

@@ -1,0 +1,119 @@
+"""The classroom's invoke tasks: `invoke classroom.up`, `invoke classroom.students add FILE`, ...
+
+One machine serves a whole class in the browser: JupyterHub and one shared MLflow on
+Docker Swarm. Start with `invoke classroom.up`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.tasks import task
+
+from mlflow_lab.classroom import roster, settings, stack
+from mlflow_lab.classroom import students as students_module
+from mlflow_lab.core.errors import LabError, one_line_errors
+
+
+@task(
+    help={
+        "no_init": "Refuse instead of initialising a one-node swarm when the engine is in none.",
+        "no_build": "Fail instead of building when a class image is missing or out of date.",
+        "verbose": "Show the raw build log as it comes (it is always kept in the state dir).",
+    }
+)
+@one_line_errors
+def up(c: Context, no_init: bool = False, no_build: bool = False, verbose: bool = False) -> None:
+    """Deploy the class (swarm, images, stack), wait until it answers, print the hub URL.
+
+    Run it again at any time: it changes only what is out of date. Every user, run,
+    artifact and notebook of an earlier `classroom.down` comes back.
+    """
+    stack.up(settings.load(), init=not no_init, build=not no_build, verbose=verbose)
+
+
+@task
+@one_line_errors
+def down(c: Context) -> None:
+    """Remove the class stack and the student servers; every volume (all data) is kept."""
+    stack.down(settings.load())
+
+
+@task(help={"yes": "Really delete: without it, nothing happens."})
+@one_line_errors
+def destroy(c: Context, yes: bool = False) -> None:
+    """Delete the class: stack, student servers and every volume (all runs and notebooks)."""
+    stack.destroy(settings.load(), yes=yes)
+
+
+@task(help={"json": "Print JSON for scripts (includes the instructor's API token)."})
+@one_line_errors
+def status(c: Context, json_: bool = False) -> None:
+    """Services and health, nodes, each student's server, the hub URL and an API token."""
+    report = stack.status(settings.load())
+    print(json.dumps(report, indent=2) if json_ else stack.format_status(report))
+
+
+@task(
+    help={"service": "hub, mlflow or db (default: all three).", "tail": "Lines per service."},
+    positional=["service"],
+)
+@one_line_errors
+def logs(c: Context, service: str = "", tail: int = 200) -> None:
+    """Show the class services' logs."""
+    stack.logs(settings.load(), service, tail)
+
+
+@task(
+    help={
+        "action": "add FILE | list | remove USER | reset-password USER",
+        "target": "The roster CSV (add) or the username (remove, reset-password).",
+        "delete_data": "With remove: also delete the student's notebooks and MLflow workspace.",
+    },
+    positional=["action", "target"],
+)
+@one_line_errors
+def students(c: Context, action: str, target: str | None = None, delete_data: bool = False) -> None:
+    """The class's students: accounts in the hub and in MLflow, with generated passwords.
+
+    `add FILE` reads a CSV (username[,display name], one per line) and prints the new
+    accounts' passwords once; they are also kept, for the instructor only (0600), in
+    LAB_CLASS_STATE_DIR/passwords.csv. `remove USER` keeps the student's data unless
+    --delete-data; `reset-password USER` makes a new password and stops their server.
+    """
+    # None, not "": invoke fills only positional arguments whose value is still None.
+    target = target or ""
+    class_settings = settings.load()
+    if action in ("add", "remove", "reset-password") and not target:
+        what = "FILE" if action == "add" else "USER"
+        raise LabError(
+            f"`classroom.students {action}` needs a {what}: "
+            f"`invoke classroom.students {action} {what}`"
+        )
+    if action == "add":
+        made = students_module.add(class_settings, Path(target))
+        if made:
+            print(roster.table(made))
+            print(f"The passwords are kept in {class_settings.passwords_file} (yours only).")
+    elif action == "list":
+        rows = students_module.listing(class_settings)
+        print(
+            roster.table(
+                [(r["username"], r["display_name"], r["server"]) for r in rows],
+                ("username", "display_name", "server"),
+            )
+        )
+    elif action == "remove":
+        students_module.remove(class_settings, target, delete_data=delete_data)
+    elif action == "reset-password":
+        print(roster.table([students_module.reset_password(class_settings, target)]))
+    else:
+        raise LabError(
+            f"no action {action!r}: use add FILE, list, remove USER or reset-password USER"
+        )
+
+
+ns = Collection("classroom", up, down, destroy, status, logs, students)

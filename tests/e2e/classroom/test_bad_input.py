@@ -1,0 +1,62 @@
+"""Bad input to the classroom's tasks: one line each, exit code 1, nothing left behind.
+
+Runs before the module that deploys a class (file order), while the engine is as found.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.classroom.conftest import class_env, swarm_state
+from tests.e2e.conftest import run_invoke
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return class_env(tmp_path, f"mlflow-class-bad-{os.getpid()}")
+
+
+def one_line_error(result: object) -> str:
+    stderr = str(getattr(result, "stderr", "")).strip()
+    assert getattr(result, "returncode", 0) == 1, result
+    assert "Traceback" not in stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    return lines[0]
+
+
+def test_no_init_on_an_engine_without_a_swarm(env: dict[str, str]) -> None:
+    if swarm_state() == "active":
+        pytest.skip("the engine is in a swarm already (someone else's): nothing to refuse")
+    line = one_line_error(run_invoke(env, "classroom.up", "--no-init", check=False))
+    assert "not in a swarm and --no-init was given" in line
+    assert swarm_state() != "active"
+
+
+def test_a_port_in_use_is_refused_before_anything_changes(env: dict[str, str]) -> None:
+    before = swarm_state()
+    with socket.socket() as holder:
+        holder.bind(("0.0.0.0", int(env["LAB_CLASS_PORT"])))
+        holder.listen()
+        line = one_line_error(run_invoke(env, "classroom.up", check=False))
+    assert f"port {env['LAB_CLASS_PORT']} (LAB_CLASS_PORT)" in line and "is in use" in line
+    assert swarm_state() == before
+
+
+@pytest.mark.parametrize(
+    ("roster", "says"),
+    [
+        ("alice\nalice\n", "'alice' is already on line 1"),
+        ("alice\n,No Name\n", "the username is empty"),
+        ("Alice Smith\n", "is not a valid username"),
+    ],
+)
+def test_bad_rosters(env: dict[str, str], tmp_path: Path, roster: str, says: str) -> None:
+    path = tmp_path / "class.csv"
+    path.write_text(roster)
+    line = one_line_error(run_invoke(env, "classroom.students", "add", str(path), check=False))
+    assert says in line

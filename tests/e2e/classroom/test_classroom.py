@@ -1,0 +1,185 @@
+"""The class as students and the instructor use it, on one stack for the whole module.
+
+Order matters (module-scoped stack): accounts, two students running the lab at once,
+isolation, a restarted server, then down/up.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from mlflow_lab.classroom.hub import Hub
+from tests.e2e.classroom.conftest import Classroom, docker
+
+LAB_SCRIPT = "/home/student/workspace/mlflow-tracking-lab/mlflow_tracking_lab.py"
+STUDENTS = ("alice", "bob")
+
+RUNS_BY_WORKSPACE = """
+import json, mlflow
+from mlflow import MlflowClient
+found = {}
+for ws in ("alice", "bob"):
+    mlflow.set_workspace(ws)
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("mlflow-tracking-lab")
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    last = runs[-1].info.run_id if runs else None
+    found[ws] = {
+        "experiment": exp.experiment_id if exp else None,
+        "runs": sorted(r.info.run_id for r in runs),
+        "artifacts": len(client.list_artifacts(last)) if last else 0,
+    }
+print(json.dumps(found))
+"""
+
+
+@pytest.fixture(scope="module")
+def enrolled(classroom: Classroom, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    roster = tmp_path_factory.mktemp("roster") / "class.csv"
+    roster.write_text("username,name\nalice,Alice A\nbob,Bob B\n")
+    out = classroom.invoke("classroom.students", "add", str(roster)).stdout
+    passwords = classroom.passwords()
+    for user in STUDENTS:
+        assert user in out and passwords[user] in out
+    return passwords
+
+
+def test_up_prints_the_hub_url_and_the_instructors_password_file(classroom: Classroom) -> None:
+    out = classroom.up_output.stdout  # type: ignore[attr-defined]
+    assert classroom.url.replace("127.0.0.1", "127.0.0.1") in out
+    assert "secrets/instructor-password" in out
+    assert "warning: the hub serves plain HTTP" in out
+    report = json.loads(classroom.invoke("classroom.status", "--json").stdout)
+    assert {s["health"] for s in report["services"].values()} == {"healthy"}
+    assert report["api_token"] == classroom.secret("hub-api-token")
+
+
+def test_students_get_accounts_with_a_private_passwords_file(
+    classroom: Classroom, enrolled: dict[str, str]
+) -> None:
+    assert stat.S_IMODE((classroom.state_dir / "passwords.csv").stat().st_mode) == 0o600
+    listing = classroom.invoke("classroom.students", "list").stdout
+    assert "alice" in listing and "Bob B" in listing
+
+
+def test_two_students_run_the_lab_at_once_each_in_their_workspace(
+    classroom: Classroom, enrolled: dict[str, str]
+) -> None:
+    containers = {
+        user: classroom.spawn(classroom.login(user, enrolled[user]), user) for user in STUDENTS
+    }
+
+    def run_lab(user: str) -> tuple[int, str]:
+        done = docker("exec", containers[user], "python3", LAB_SCRIPT, check=False, timeout=900)
+        return done.returncode, done.stdout[-2000:] + done.stderr[-3000:]
+
+    with ThreadPoolExecutor(2) as pool:
+        results = dict(zip(STUDENTS, pool.map(run_lab, STUDENTS), strict=True))
+    for user, (code, output) in results.items():
+        assert code == 0, f"{user}'s lab run failed:\n{output}"
+    # The instructor's MLflow login sees both students' runs, each in their workspace.
+    found = classroom.as_instructor(RUNS_BY_WORKSPACE)
+    for user in STUDENTS:
+        assert found[user]["runs"], found
+        assert found[user]["artifacts"] > 0, found
+    assert found["alice"]["experiment"] != found["bob"]["experiment"]
+    # The student's server holds their own MLflow login only.
+    env = docker("exec", containers["alice"], "env").stdout
+    assert "MLFLOW_TRACKING_USERNAME=alice" in env and "MLFLOW_WORKSPACE=alice" in env
+    assert enrolled["bob"] not in env
+    assert (
+        "/var/run/docker.sock"
+        not in docker("inspect", "--format", "{{json .Mounts}}", containers["alice"]).stdout
+    )
+
+
+ATTACK = """
+import json, os, mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+client = MlflowClient()
+bob_run = os.environ["BOB_RUN"]
+outcome = {}
+for name, action in {
+    "get_run": lambda: client.get_run(bob_run),
+    "set_tag": lambda: client.set_tag(bob_run, "x", "y"),
+    "delete_run": lambda: client.delete_run(bob_run),
+}.items():
+    try:
+        action()
+        outcome[name] = "allowed"
+    except MlflowException as exc:
+        outcome[name] = exc.error_code
+print(json.dumps(outcome))
+"""
+
+
+BROWSE = """
+import json
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+try:
+    MlflowClient().search_experiments()
+    print(json.dumps("allowed"))
+except MlflowException as exc:
+    print(json.dumps(exc.error_code))
+"""
+
+
+def test_a_student_cannot_touch_another_students_runs(
+    classroom: Classroom, enrolled: dict[str, str]
+) -> None:
+    bob_run = classroom.as_instructor(RUNS_BY_WORKSPACE)["bob"]["runs"][0]
+    alice = classroom.server_container("alice")
+    outcome = classroom.json_in(alice, ATTACK, {"BOB_RUN": bob_run})
+    # Alice's login pointed at Bob's workspace (the lab's 3.13 client reads MLFLOW_WORKSPACE).
+    outcome["bob_workspace"] = classroom.json_in(alice, BROWSE, {"MLFLOW_WORKSPACE": "bob"})
+    assert "allowed" not in outcome.values(), outcome
+    assert set(outcome.values()) <= {"PERMISSION_DENIED", "RESOURCE_DOES_NOT_EXIST"}, outcome
+
+
+def test_a_wrong_password_gets_no_server(classroom: Classroom, enrolled: dict[str, str]) -> None:
+    assert not Hub(classroom.url).login("alice", enrolled["alice"] + "x")
+    assert not Hub(classroom.url).login("mallory", "whatever")
+    users = {u["name"] for u in classroom.admin().api("GET", "/users")}
+    assert "mallory" not in users
+
+
+NOTEBOOK = {
+    "type": "notebook",
+    "content": {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5},
+}
+
+
+def test_a_restarted_server_keeps_a_saved_notebook(
+    classroom: Classroom, enrolled: dict[str, str]
+) -> None:
+    session = classroom.login("alice", enrolled["alice"])
+    status, _, _ = session.request("PUT", "/user/alice/api/contents/saved.ipynb", NOTEBOOK)
+    assert status in (200, 201)
+    session.api("DELETE", "/users/alice/server")
+    classroom.spawn(session, "alice")
+    status, _, text = session.request("GET", "/user/alice/api/contents/saved.ipynb")
+    assert status == 200, text
+
+
+def test_down_and_up_keep_users_runs_artifacts_and_notebooks(
+    classroom: Classroom, enrolled: dict[str, str]
+) -> None:
+    before = classroom.as_instructor(RUNS_BY_WORKSPACE)
+    classroom.invoke("classroom.down", timeout=600)
+    assert not docker(
+        "service", "ls", "-q", "--filter", f"label=org.mlflow-lab.class={classroom.stack}"
+    ).stdout.strip()
+    classroom.invoke("classroom.up", timeout=900)
+    assert classroom.as_instructor(RUNS_BY_WORKSPACE) == before
+    session = classroom.login("alice", enrolled["alice"])
+    classroom.spawn(session, "alice")
+    status, _, _ = session.request("GET", "/user/alice/api/contents/saved.ipynb")
+    assert status == 200
+    assert Path(classroom.state_dir / "passwords.csv").is_file()

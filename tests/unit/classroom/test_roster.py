@@ -1,0 +1,99 @@
+"""The roster CSV, the accounts file the hub reads and the passwords file (no Docker)."""
+
+from __future__ import annotations
+
+import stat
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from mlflow_lab.classroom import roster
+from mlflow_lab.classroom import settings as class_settings
+from mlflow_lab.core.errors import LabError
+from tests.helpers import container_module, isolate_settings
+
+
+def parse(text: str) -> list[roster.Student]:
+    return roster.parse_csv(Path("class.csv"), text, reserved=("instructor",))
+
+
+def test_usernames_and_display_names_with_or_without_a_header() -> None:
+    assert parse("username,name\nalice,Alice A\nbob\n") == [
+        roster.Student("alice", "Alice A"),
+        roster.Student("bob", ""),
+    ]
+    assert parse("# a comment\n\ncarol , Carol C \n") == [roster.Student("carol", "Carol C")]
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("alice\nbob\nalice\n", "class.csv line 3: 'alice' is already on line 1"),
+        ("alice\n,Nobody\n", "class.csv line 2: the username is empty"),
+        ("Alice\n", "'Alice' is not a valid username"),
+        ("al ice\n", "is not a valid username"),
+        ("bob-\n", "is not a valid username"),
+        ("default\n", "is not a valid username"),
+        ("instructor\n", "'instructor' is reserved"),
+        ("\n# nothing\n", "class.csv has no usernames"),
+    ],
+)
+def test_bad_rosters_are_refused_in_one_line(text: str, says: str) -> None:
+    with pytest.raises(LabError) as caught:
+        parse(text)
+    assert says in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_hubs_authenticator_accepts_the_hosts_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # JupyterHub lives in the hub's image only: a stand-in base class is enough here.
+    fake = types.ModuleType("jupyterhub.auth")
+    fake.Authenticator = object  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "jupyterhub", types.ModuleType("jupyterhub"))
+    monkeypatch.setitem(sys.modules, "jupyterhub.auth", fake)
+    auth = container_module("hub", "roster_auth")
+    stored = roster.hash_password("k7mq-x3vt-9pfa", iterations=1000)
+    assert auth.verify("k7mq-x3vt-9pfa", stored)
+    assert not auth.verify("k7mq-x3vt-9pfb", stored)
+    assert not auth.verify("k7mq-x3vt-9pfa", "garbage")
+
+
+def test_the_hash_format_is_the_one_the_hub_parses() -> None:
+    scheme, iterations, salt, digest = roster.hash_password("pw").split("$")
+    assert scheme == "pbkdf2_sha256" and int(iterations) >= 100_000
+    assert len(bytes.fromhex(salt)) == 16 and len(bytes.fromhex(digest)) == 32
+
+
+def test_generated_passwords_are_long_and_unambiguous() -> None:
+    seen = {roster.new_password() for _ in range(50)}
+    assert len(seen) == 50
+    for password in seen:
+        assert len(password) == 14 and not set(password) & set("01ilo")
+
+
+def test_passwords_and_accounts_files_are_the_instructors_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    isolate_settings(monkeypatch, tmp_path)
+    monkeypatch.setenv("LAB_CLASS_STATE_DIR", str(tmp_path / "class"))
+    settings = class_settings.load(env_file=tmp_path / "no.env")
+    roster.write_passwords(settings, {"bob": ("Bob", "p-w"), "alice": ("", "x")})
+    roster.write_accounts(settings, {"alice": {"password": "h", "name": "", "admin": False}})
+    for path in (settings.passwords_file, settings.roster_file):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert settings.passwords_file.read_text().splitlines() == [
+        "username,display_name,password",
+        "alice,,x",
+        "bob,Bob,p-w",
+    ]
+    assert roster.read_passwords(settings) == {"alice": ("", "x"), "bob": ("Bob", "p-w")}
+    assert set(roster.read_accounts(settings)) == {"alice"}
+
+
+def test_table() -> None:
+    assert roster.table([("alice", "Alice", "abcd")]).splitlines() == [
+        "username  display_name  password",
+        "alice     Alice         abcd",
+    ]

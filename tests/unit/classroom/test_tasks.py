@@ -1,0 +1,26 @@
+"""The invoke namespace: the lab's tasks at the top, the classroom's under `classroom.`."""
+
+from __future__ import annotations
+
+import tasks
+
+
+def test_the_lab_keeps_its_task_names_and_the_class_has_its_namespace() -> None:
+    names = set(tasks.ns.task_names)
+    assert {"up", "down", "status", "verify", "bundle", "lock"} <= names
+    assert {
+        "classroom.up",
+        "classroom.down",
+        "classroom.destroy",
+        "classroom.status",
+        "classroom.students",
+        "classroom.logs",
+    } <= names
+
+
+def test_every_classroom_task_documents_its_options() -> None:
+    classroom = tasks.ns.collections["classroom"]
+    for name, task in classroom.tasks.items():
+        assert task.__doc__, name
+        for arg in task.get_arguments():
+            assert arg.help, f"classroom.{name} --{arg.name} has no help"
