@@ -21,6 +21,7 @@ from mlflow_lab.core import settings
 from mlflow_lab.core.errors import LabError
 from mlflow_lab.lab import backup as lab_backup
 from mlflow_lab.lab import bundle as bundle_module
+from mlflow_lab.lab import datasets as datasets_module
 from mlflow_lab.lab import doctor as doctor_module
 from mlflow_lab.lab import images, stack
 from mlflow_lab.lab import lock as lock_module
@@ -111,6 +112,24 @@ def clone(c: Context) -> None:
     if compose.services().get("jupyter", {}).get("state") != "running":
         raise LabError("the lab is not running: start it with `invoke up`")
     stack.place_material(compose, lab)
+
+
+@task(help={"again": "Fetch every listed dataset again, also those already cached."})
+@_one_line_errors
+def datasets(c: Context, again: bool = False) -> None:
+    """Fetch the datasets notebooks download at run time (LAB_DATASETS_FILE), for offline use.
+
+    Also done by `invoke build` and `invoke bundle`; a running lab gets them at once.
+    """
+    lab = settings.load()
+    compose = Compose(c, lab)
+    image = compose.image("jupyter")
+    if images.image_id(image) is None:
+        raise LabError(f"the image {image} is missing: run `invoke build` first")
+    for line in datasets_module.fetch(lab, image, only_missing=not again):
+        print(line)
+    datasets_module.sync_running(lab, compose.container_ids().get("jupyter"))
+    print(f"Datasets: {datasets_module.describe(lab)}")
 
 
 @task(

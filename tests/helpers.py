@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import http.server
 import importlib.util
+import io
 import sys
+import tarfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 
@@ -15,7 +22,14 @@ from mlflow_lab import PROJECT_ROOT
 from mlflow_lab.core import settings
 from mlflow_lab.core.ports import free_port
 
-__all__ = ["container_module", "free_port", "isolate_settings", "wait_until"]
+__all__ = [
+    "container_module",
+    "fake_california_archive",
+    "free_port",
+    "isolate_settings",
+    "served_folder",
+    "wait_until",
+]
 
 
 def isolate_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -53,3 +67,35 @@ def container_module(image: str, name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+@contextmanager
+def served_folder(root: Path) -> Iterator[str]:
+    """`root` served over HTTP on loopback (a stand-in for figshare); yields its base URL."""
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def fake_california_archive(path: Path, rows: int) -> str:
+    """A cal_housing.tgz laid out as figshare's (`rows` rows of 9 columns); its sha256.
+
+    Few rows, so a notebook that loads it shows it read this file and not the real one.
+    """
+    lines = "".join(
+        ",".join(str(float(row * 10 + column)) for column in range(9)) + "\n" for row in range(rows)
+    ).encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo("CaliforniaHousing/cal_housing.data")
+        info.size = len(lines)
+        tar.addfile(info, io.BytesIO(lines))
+    path.write_bytes(buffer.getvalue())
+    return hashlib.sha256(buffer.getvalue()).hexdigest()

@@ -7,6 +7,8 @@ A bundle is a plain (uncompressed) tar, so `tar tvf` lists it, holding:
   with `gzip -1` where zstd is not installed;
 - `lab/`: the bundled lab as the Jupyter image carries it, readable without Docker;
 - `course/<cache>.git/`: the course repo's bare cache as fetched, at the manifest's commit;
+- `datasets/`: the datasets notebooks fetch at run time, as scikit-learn's fetchers left
+  them in LAB_STATE_DIR/datasets (mlflow_lab/lab/datasets.py), when any was fetched;
 - `manifest.json`, last: versions, image IDs and build inputs, the course commit, and the
   size and sha256 of every other member.
 
@@ -41,7 +43,7 @@ from mlflow_lab import PROJECT_ROOT
 from mlflow_lab.core import engine, versions
 from mlflow_lab.core.errors import LabError
 from mlflow_lab.core.settings import Settings
-from mlflow_lab.lab import course, images
+from mlflow_lab.lab import course, datasets, images
 from mlflow_lab.lab.compose import SERVICES, Compose
 
 FORMAT = "mlflow-lab-bundle"
@@ -231,7 +233,7 @@ def _check_layout(manifest: Manifest) -> None:
     cache = manifest.course.cache
     if (cache is None) != (manifest.course.commit is None):
         raise ManifestError("manifest.json gives a course commit without its cache, or back")
-    allowed = [LAB_PREFIX]
+    allowed = [LAB_PREFIX, datasets.BUNDLE_PREFIX]
     if cache is not None:
         if "/" in cache or not cache.endswith(".git") or not _safe_name(cache):
             raise ManifestError(f"manifest.json names an odd course cache {cache!r}")
@@ -556,6 +558,7 @@ def write_bundle(
     course_entry: Course,
     cache: Path | None,
     lab_dir: Path = LAB_DIR,
+    datasets_dir: Path | None = None,
 ) -> Manifest:
     """Every member, then the manifest; raw_bytes[0] is the uncompressed images' size."""
     writer = Writer(out)
@@ -567,6 +570,8 @@ def write_bundle(
     writer.add_tree(LAB_PREFIX, lab_dir)
     if cache is not None:
         writer.add_tree(f"{COURSE_PREFIX}/{cache.name}", cache)
+    if datasets_dir is not None:
+        writer.add_tree(datasets.BUNDLE_PREFIX, datasets_dir)
     version, commit = tool_version()
     manifest = Manifest(
         created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -598,6 +603,10 @@ def create(ctx: Context, settings: Settings, output: Path) -> None:
     began = time.monotonic()
     print("[1/4] Images")
     bundled = _bundled_images(ctx, settings)
+    for line in datasets.fetch(settings, bundled[SERVICES.index("jupyter")].name):
+        print(f"  {line}" if not line.startswith("warning:") else line)
+    datasets_dir = datasets.bundle_dir(settings)
+    print(f"  datasets: {datasets.describe(settings)}")
     print("[2/4] Course repo")
     course_entry, cache = _course_to_bundle(settings)
     print(f"[3/4] Saving the images ({codec.name})")
@@ -613,6 +622,7 @@ def create(ctx: Context, settings: Settings, output: Path) -> None:
                 bundled,
                 course_entry,
                 cache,
+                datasets_dir=datasets_dir,
             )
         partial.replace(output)
     except OSError as exc:
@@ -752,7 +762,13 @@ def _place_course(path: Path, manifest: Manifest, settings: Settings) -> None:
     """The bundled cache replaces this machine's, whole; the first `up` will not fetch."""
     bundled = manifest.course
     target = course.cache_path(settings)
-    prefix = f"{COURSE_PREFIX}/{bundled.cache}"
+    _place_tree(path, manifest, f"{COURSE_PREFIX}/{bundled.cache}", target)
+    course.bundle_marker(target).write_text(f"{bundled.commit}\n", encoding="utf-8")
+    print(f"  {target} at {str(bundled.commit)[:12]} (the first `invoke up` will not fetch it)")
+
+
+def _place_tree(path: Path, manifest: Manifest, prefix: str, target: Path) -> None:
+    """The bundle's folder `prefix` replaces `target`, whole, each file checked again."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     old = target.with_name(target.name + ".old")
@@ -782,8 +798,6 @@ def _place_course(path: Path, manifest: Manifest, settings: Settings) -> None:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    course.bundle_marker(target).write_text(f"{bundled.commit}\n", encoding="utf-8")
-    print(f"  {target} at {str(bundled.commit)[:12]} (the first `invoke up` will not fetch it)")
 
 
 def load(settings: Settings, path: Path) -> None:
@@ -821,6 +835,9 @@ def load(settings: Settings, path: Path) -> None:
             )
         else:
             _place_course(path, manifest, settings)
+        if datasets.BUNDLE_PREFIX in manifest.members:
+            _place_tree(path, manifest, datasets.BUNDLE_PREFIX, settings.datasets_cache_dir)
+            print(f"  datasets: {datasets.describe(settings)}")
     except (tarfile.TarError, EOFError) as exc:
         raise damaged(path, f"it changed while it was loaded: {exc}") from None
     except OSError as exc:

@@ -14,6 +14,7 @@ from mlflow_lab import PROJECT_ROOT
 from mlflow_lab.core import engine, versions
 from mlflow_lab.core.errors import LabError
 from mlflow_lab.core.settings import Settings
+from mlflow_lab.lab import datasets
 from mlflow_lab.lab.compose import Compose, disk_full_line, last_line, says_disk_full
 
 BUILD_DIR = PROJECT_ROOT / ".lab-build"
@@ -211,3 +212,7 @@ def build(
             result = compose.run(f"build {'--no-cache ' if no_cache else ''}{service}", warn=True)
             if result.failed:
                 raise LabError(_build_failure(service, result))
+    if "jupyter" in todo:
+        # A build is when this machine is most likely online: fetch the datasets then.
+        for line in datasets.fetch(settings, compose.image("jupyter")):
+            print(line)

@@ -34,8 +34,9 @@ def up(ctx: Context, settings: Settings, *, build: bool = True) -> None:
                 f"the {' and '.join(stale)} image is missing or out of date: run `invoke build`"
             )
         images.build(ctx, settings, stale)
-    # Docker would create the bind-mount source as root if it were missing.
+    # Docker would create the bind-mount sources as root if they were missing.
     settings.course_cache_dir.mkdir(parents=True, exist_ok=True)
+    settings.datasets_cache_dir.mkdir(parents=True, exist_ok=True)
     bundled, has_course = _start_with_bundled_lab(compose, course.repo_name(settings.repo_url))
     print(bundled)
     # The course repo (network) waits until the lab is known to be up, and comes once:

@@ -29,9 +29,10 @@ from invoke.context import Context
 
 from mlflow_lab import PROJECT_ROOT
 from mlflow_lab.core import engine, versions
+from mlflow_lab.core.errors import LabError
 from mlflow_lab.core.http import DIRECT
 from mlflow_lab.core.settings import Settings
-from mlflow_lab.lab import course, doctor, stack
+from mlflow_lab.lab import course, datasets, doctor, stack
 from mlflow_lab.lab.compose import SERVICES, Compose
 from mlflow_lab.lab.doctor import CheckResult
 
@@ -247,11 +248,17 @@ class Session:
 
     def python_in(self, service: str, script: str, *args: str, cap: float = HTTP_TIMEOUT_S) -> Any:
         """Run a script in a service's container; the JSON it prints."""
+        return self.json_from(service, ["python3", "-", *args], script, cap=cap)
+
+    def json_from(
+        self, service: str, command: list[str], stdin: str = "", cap: float = HTTP_TIMEOUT_S
+    ) -> Any:
+        """Run a command in a service's container; the JSON document it prints last."""
         container = self.container(service)
         try:
             result = subprocess.run(
-                ["docker", "exec", "-i", container, "python3", "-", *args],
-                input=script,
+                ["docker", "exec", "-i", container, *command],
+                input=stdin,
                 capture_output=True,
                 text=True,
                 timeout=self.left(cap) + 2,
@@ -563,6 +570,27 @@ def check_lab_material(s: Session) -> str:
     return f"{folder} has {', '.join(expected)}"
 
 
+def check_datasets(s: Session) -> str:
+    try:
+        have, lack = datasets.report(s.settings)
+    except LabError as exc:
+        raise CheckFailed(str(exc)) from None
+    present = s.json_from("jupyter", ["python3", datasets.CONTAINER_SCRIPT, "list"])
+    stale = [name for name in have if not present.get(name)]
+    if stale:
+        raise CheckFailed(
+            f"{', '.join(stale)} cached on this machine but not in the Jupyter container: "
+            "restart it (`invoke down`, then `invoke up`)"
+        )
+    if not have and not lack:
+        return "none listed (LAB_DATASETS_FILE)"
+    return f"in SCIKIT_LEARN_DATA: {', '.join(have) or 'none'}" + (
+        f"; not cached: {', '.join(lack)} (`invoke datasets` where the network allows)"
+        if lack
+        else ""
+    )
+
+
 def check_ports(s: Session) -> str:
     wanted = {
         "mlflow": (s.settings.bind_address, s.settings.mlflow_port),
@@ -623,6 +651,7 @@ CHECKS: tuple[tuple[str, Callable[[Session], str]], ...] = (
     ("jupyter api", check_jupyter_api),
     ("notebook kernel", check_kernel),
     ("lab material", check_lab_material),
+    ("datasets", check_datasets),
     ("ports", check_ports),
     ("no trace", check_no_trace),
 )

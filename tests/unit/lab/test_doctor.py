@@ -357,6 +357,7 @@ def test_run_lists_every_check_and_passes_on_a_good_machine(
         "cpu architecture",
         "proxy",
         "ca bundle",
+        "datasets",
     ]
     assert all(r.ok for r in results), results
     # No image exists yet (image_label is None): the disk must hold a build.
