@@ -114,9 +114,9 @@ def clone(c: Context) -> None:
     stack.place_material(compose, lab)
 
 
-@task(help={"again": "Fetch every listed dataset again, also those already cached."})
+@task
 @_one_line_errors
-def datasets(c: Context, again: bool = False) -> None:
+def datasets(c: Context) -> None:
     """Fetch the datasets notebooks download at run time (LAB_DATASETS_FILE), for offline use.
 
     Also done by `invoke build` and `invoke bundle`; a running lab gets them at once.
@@ -126,7 +126,7 @@ def datasets(c: Context, again: bool = False) -> None:
     image = compose.image("jupyter")
     if images.image_id(image) is None:
         raise LabError(f"the image {image} is missing: run `invoke build` first")
-    for line in datasets_module.fetch(lab, image, only_missing=not again):
+    for line in datasets_module.fetch(lab, image):
         print(line)
     datasets_module.sync_running(lab, compose.container_ids().get("jupyter"))
     print(f"Datasets: {datasets_module.describe(lab)}")

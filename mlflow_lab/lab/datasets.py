@@ -195,13 +195,13 @@ def _fetch_command(settings: Settings, image: str, todo: tuple[Dataset, ...]) ->
     ]
 
 
-def fetch(settings: Settings, image: str, *, only_missing: bool = True) -> list[str]:
-    """Fetch the listed datasets (those not cached yet) with `image`; the lines to show.
+def fetch(settings: Settings, image: str) -> list[str]:
+    """Fetch the listed datasets not cached yet with `image`; the lines to show.
 
     Never raises for the network: each dataset that cannot be fetched is one warning.
     """
     datasets = listed(settings)
-    present = cached(settings) if only_missing else {}
+    present = cached(settings)
     todo = tuple(d for d in datasets if not present.get(d.name))
     if not todo:
         return []

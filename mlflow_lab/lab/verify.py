@@ -580,7 +580,7 @@ def check_datasets(s: Session) -> str:
     if stale:
         raise CheckFailed(
             f"{', '.join(stale)} cached on this machine but not in the Jupyter container: "
-            "restart it (`invoke down`, then `invoke up`)"
+            "run `invoke datasets`, which copies them into the running lab"
         )
     if not have and not lack:
         return "none listed (LAB_DATASETS_FILE)"

@@ -179,14 +179,6 @@ def test_a_failed_fetch_is_one_warning_line_per_dataset(
     assert line.endswith("run `invoke datasets` where it is reachable")
 
 
-def test_again_fetches_the_cached_ones_too(lab: settings.Settings, docker: FakeDocker) -> None:
-    cache_with(lab, {"california_housing": "cal_housing_py3.pkz"})
-    docker.answers.append(completed('{"california_housing": null}'))
-    assert datasets.fetch(lab, IMAGE, only_missing=False) == [
-        "Datasets: fetched california_housing"
-    ]
-
-
 def test_a_bundle_carries_the_cache_and_load_puts_it_back(
     lab: settings.Settings, tmp_path: Path
 ) -> None:
