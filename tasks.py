@@ -16,10 +16,11 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from mlflow_lab.classroom import tasks as classroom_tasks
-from mlflow_lab.core import settings
+from mlflow_lab.core import docker, settings
 from mlflow_lab.core.errors import LabError, one_line_errors
 from mlflow_lab.lab import backup as lab_backup
 from mlflow_lab.lab import bundle as bundle_module
+from mlflow_lab.lab import datasets as datasets_module
 from mlflow_lab.lab import doctor as doctor_module
 from mlflow_lab.lab import images, stack
 from mlflow_lab.lab import lock as lock_module
@@ -113,6 +114,24 @@ def clone(c: Context) -> None:
     if compose.services().get(JUPYTER, {}).get("state") != "running":
         raise LabError("the lab is not running: start it with `invoke up`")
     stack.place_material(compose, lab)
+
+
+@task
+@_one_line_errors
+def datasets(c: Context) -> None:
+    """Fetch the datasets notebooks download at run time (LAB_DATASETS_FILE), for offline use.
+
+    Also done by `invoke build` and `invoke bundle`; a running lab gets them at once.
+    """
+    lab = settings.load()
+    compose = LabCompose(lab)
+    image = compose.image(JUPYTER)
+    if docker.image_id(image) is None:
+        raise LabError(f"the image {image} is missing: run `invoke build` first")
+    for line in datasets_module.fetch(lab, image):
+        print(line)
+    datasets_module.sync_running(lab, compose.container_ids().get(JUPYTER))
+    print(f"Datasets: {datasets_module.describe(lab)}")
 
 
 @task(

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import http.server
 import importlib.util
+import io
 import re
 import sys
+import tarfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
@@ -24,8 +30,10 @@ __all__ = [
     "FakeDocker",
     "Result",
     "container_module",
+    "fake_california_archive",
     "free_port",
     "isolate_settings",
+    "served_folder",
     "wait_until",
 ]
 
@@ -252,3 +260,35 @@ class FakeDocker:
                 "unexpected Docker calls (no rule matched): " + "; ".join(self.unmatched),
                 pytrace=False,
             )
+
+
+@contextmanager
+def served_folder(root: Path) -> Iterator[str]:
+    """`root` served over HTTP on loopback (a stand-in for figshare); yields its base URL."""
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def fake_california_archive(path: Path, rows: int) -> str:
+    """A cal_housing.tgz laid out as figshare's (`rows` rows of 9 columns); its sha256.
+
+    Few rows, so a notebook that loads it shows it read this file and not the real one.
+    """
+    lines = "".join(
+        ",".join(str(float(row * 10 + column)) for column in range(9)) + "\n" for row in range(rows)
+    ).encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo("CaliforniaHousing/cal_housing.data")
+        info.size = len(lines)
+        tar.addfile(info, io.BytesIO(lines))
+    path.write_bytes(buffer.getvalue())
+    return hashlib.sha256(buffer.getvalue()).hexdigest()

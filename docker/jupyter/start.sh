@@ -10,4 +10,7 @@ upstream=${LAB_MLFLOW_UPSTREAM:-mlflow:8080}
     sleep 1
   done
 ) &
+# A dataset cache that cannot be copied costs a warning in the logs, never the lab.
+/usr/local/lib/mlflow-lab/sync_datasets.sh \
+  || echo "warning: the dataset cache could not be copied into $SCIKIT_LEARN_DATA" >&2
 exec python3 /usr/local/lib/mlflow-lab/lab_server.py

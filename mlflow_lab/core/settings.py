@@ -91,7 +91,16 @@ SETTINGS: tuple[Setting, ...] = (
         "Folder with a CPU PyTorch wheel to use instead of a download; empty means "
         "PIP_FIND_LINKS when it is a folder.",
     ),
-    Setting("LAB_STATE_DIR", "Folder for the lab's local state (token, course repo cache)."),
+    Setting(
+        "LAB_STATE_DIR",
+        "Folder for the lab's local state (token, course repo and dataset caches).",
+    ),
+    Setting(
+        "LAB_DATASETS_FILE",
+        "The list of datasets notebooks fetch at run time, cached for offline use; empty "
+        "means none.",
+        "datasets.toml",
+    ),
     Setting("LAB_IMAGE_TAG", "Tag of the lab's images."),
     Setting("LAB_MLFLOW_WORKERS", "Worker processes of the MLflow server."),
     Setting(
@@ -328,6 +337,7 @@ class Settings:
     debian_mirror: str
     wheels_dir: Path | None
     state_dir: Path
+    datasets_file: Path | None  # None: no datasets are cached
     image_tag: str
     mlflow_workers: int
     extra_allowed_hosts: str  # as compose.yaml appends it: empty, or each entry after a comma
@@ -353,6 +363,11 @@ class Settings:
     @property
     def course_cache_dir(self) -> Path:
         return self.state_dir / "course"
+
+    @property
+    def datasets_cache_dir(self) -> Path:
+        """scikit-learn's data home as the fetchers left it; mounted into Jupyter."""
+        return self.state_dir / "datasets"
 
     def compose_env(self) -> dict[str, str]:
         """The LAB_* variables compose.yaml interpolates, from these settings."""
@@ -468,6 +483,13 @@ def load(environ: Mapping[str, str] | None = None, env_file: Path | None = None)
         wheels_dir = None  # PIP_FIND_LINKS may well be a URL: then it is not for us
 
     state_dir = _state_dir(get("LAB_STATE_DIR"))
+    datasets_value = get("LAB_DATASETS_FILE")
+    datasets_file = _resolve("LAB_DATASETS_FILE", datasets_value) if datasets_value else None
+    if datasets_file is not None and not datasets_file.is_file():
+        raise LabError(
+            f"LAB_DATASETS_FILE={datasets_value!r}: no such file: point it at a dataset list "
+            "(see datasets.toml) or set it empty for none"
+        )
     return Settings(
         mlflow_port=mlflow_port,
         jupyter_port=jupyter_port,
@@ -481,6 +503,7 @@ def load(environ: Mapping[str, str] | None = None, env_file: Path | None = None)
         debian_mirror=get("LAB_DEBIAN_MIRROR"),
         wheels_dir=wheels_dir,
         state_dir=state_dir,
+        datasets_file=datasets_file,
         image_tag=image_tag,
         mlflow_workers=workers,
         extra_allowed_hosts=extra_allowed_hosts,

@@ -8,6 +8,8 @@ A bundle is a plain (uncompressed) tar, so `tar tvf` lists it, holding:
 - `lab/`: the bundled lab as the Jupyter image carries it, readable without Docker;
 - `course/course.bundle`: the course branch as a `git bundle` (objects and one ref; no
   config, no hooks: a git folder's own config can run commands on the host);
+- `datasets/`: the datasets notebooks fetch at run time, as scikit-learn's fetchers left
+  them in LAB_STATE_DIR/datasets (mlflow_lab/lab/datasets.py), when any was fetched;
 - `manifest.json`, last: versions, image IDs and build inputs, the course commit, and the
   size and sha256 of every other member.
 
@@ -44,8 +46,8 @@ from mlflow_lab import PROJECT_ROOT
 from mlflow_lab.core import docker, versions
 from mlflow_lab.core.errors import LabError
 from mlflow_lab.core.settings import Settings
-from mlflow_lab.lab import course, images
-from mlflow_lab.lab.compose import SERVICES, LabCompose
+from mlflow_lab.lab import course, datasets, images
+from mlflow_lab.lab.compose import JUPYTER, SERVICES, LabCompose
 
 FORMAT = "mlflow-lab-bundle"
 FORMAT_VERSION = 2
@@ -244,7 +246,7 @@ def _check_layout(manifest: Manifest) -> None:
         raise ManifestError("manifest.json gives a course commit without its git bundle, or back")
     # Folders (lab/) hold anything below them; files are named one by one. A new kind of
     # member is one more entry here and in `write_bundle`.
-    folders, files = [LAB_PREFIX], [manifest.images_member, COURSE_MEMBER]
+    folders, files = [LAB_PREFIX, datasets.BUNDLE_PREFIX], [manifest.images_member, COURSE_MEMBER]
     for name, entry in manifest.members.items():
         in_folder = any(name == top or name.startswith(f"{top}/") for top in folders)
         if not in_folder and not (name in files and entry.size is not None):
@@ -452,7 +454,7 @@ def verify(
                 elif info.isdir():
                     found[info.name] = Member(None, None)
                 elif info.isfile():
-                    staged = stage / STAGED[info.name] if stage and info.name in STAGED else None
+                    staged = _staged_path(stage, info.name) if stage else None
                     found[info.name] = _hash_member(tar, info, staged, raw, progress)
                 else:
                     raise damaged(path, f"{info.name} is a link or device: a bundle holds none")
@@ -490,6 +492,17 @@ def verify(
     if wrong:
         raise damaged(path, f"checksum mismatch in {wrong[0]}")
     return manifest
+
+
+def _staged_path(stage: Path, name: str) -> Path | None:
+    """Where `load` keeps its checked copy of member `name`; None for what it does not use."""
+    if name in STAGED:
+        return stage / STAGED[name]
+    if name.startswith(f"{datasets.BUNDLE_PREFIX}/"):
+        staged = stage / name  # a safe name (checked first): it stays below the stage
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        return staged
+    return None
 
 
 class StageError(Exception):
@@ -649,6 +662,7 @@ def write_bundle(
     course_entry: Course,
     course_bundle: Path | None,
     lab_dir: Path = LAB_DIR,
+    datasets_dir: Path | None = None,
 ) -> Manifest:
     """Every member, then the manifest; raw_bytes[0] is the uncompressed images' size."""
     writer = Writer(out)
@@ -660,6 +674,8 @@ def write_bundle(
     writer.add_tree(LAB_PREFIX, lab_dir)
     if course_bundle is not None:
         writer.add_file(COURSE_MEMBER, course_bundle)
+    if datasets_dir is not None:
+        writer.add_tree(datasets.BUNDLE_PREFIX, datasets_dir)
     version, commit = tool_version()
     manifest = Manifest(
         created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -699,6 +715,10 @@ def create(settings: Settings, output: Path) -> None:
     began = time.monotonic()
     print("[1/4] Images")
     bundled = _bundled_images(settings)
+    for line in datasets.fetch(settings, bundled[SERVICES.index(JUPYTER)].name):
+        print(f"  {line}" if not line.startswith("warning:") else line)
+    datasets_dir = datasets.bundle_dir(settings)
+    print(f"  datasets: {datasets.describe(settings)}")
     partial = output.with_name(output.name + ".partial")
     raw_bytes = [0]
     try:
@@ -716,6 +736,7 @@ def create(settings: Settings, output: Path) -> None:
                     bundled,
                     course_entry,
                     course_bundle,
+                    datasets_dir=datasets_dir,
                 )
         partial.replace(output)
     except OSError as exc:
@@ -977,6 +998,17 @@ def load(settings: Settings, path: Path, sha256: str | None = None) -> None:
     print(f"Loaded {path.name}: `invoke up` now starts the lab without network or builds.")
 
 
+def _replace_tree(checked: Path, target: Path) -> None:
+    """The checked copy takes `target`'s place, whole: the old one goes only once it has."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    shutil.move(str(checked), str(target))
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def _load_staged(settings: Settings, path: Path, manifest: Manifest, stage: Path) -> None:
     try:
         print("[2/3] Images")
@@ -1002,6 +1034,9 @@ def _load_staged(settings: Settings, path: Path, manifest: Manifest, stage: Path
             )
         else:
             _place_course(stage / STAGED[COURSE_MEMBER], manifest, settings)
+        if (stage / datasets.BUNDLE_PREFIX).is_dir():
+            _replace_tree(stage / datasets.BUNDLE_PREFIX, settings.datasets_cache_dir)
+            print(f"  datasets: {datasets.describe(settings)}")
     except OSError as exc:
         raise LabError(
             f"loading {path} failed ({exc.strerror or exc}): fix that, then load again"

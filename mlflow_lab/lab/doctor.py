@@ -21,7 +21,7 @@ from typing import Any
 from mlflow_lab.core import docker, ports
 from mlflow_lab.core.errors import LabError
 from mlflow_lab.core.settings import Settings
-from mlflow_lab.lab import images
+from mlflow_lab.lab import datasets, images
 from mlflow_lab.lab.compose import SERVICES, LabCompose
 
 # `invoke up` must report a failed check within 5 s, so no single call may take longer.
@@ -202,6 +202,14 @@ def check_ca(settings: Settings) -> CheckResult:
     return CheckResult("ca bundle", True, f"image builds also trust {settings.ca_bundle}")
 
 
+def check_datasets(settings: Settings) -> CheckResult:
+    """Informational (a lab without them still comes up), unless the list itself is bad."""
+    try:
+        return CheckResult("datasets", True, datasets.describe(settings))
+    except LabError as exc:
+        return CheckResult("datasets", False, str(exc))
+
+
 def run(settings: Settings) -> list[CheckResult]:
     """Every check, in the order they are shown."""
     engine_check = check_engine()
@@ -228,6 +236,7 @@ def run(settings: Settings) -> list[CheckResult]:
         check_architecture(info),
         check_proxy(info),
         check_ca(settings),
+        check_datasets(settings),
     ]
 
 

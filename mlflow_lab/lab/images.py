@@ -14,6 +14,7 @@ from mlflow_lab.core.docker import Result
 from mlflow_lab.core.errors import LabError
 from mlflow_lab.core.progress import Step, Steps
 from mlflow_lab.core.settings import Settings
+from mlflow_lab.lab import datasets
 from mlflow_lab.lab.compose import SERVICES, LabCompose
 
 BUILD_DIR = PROJECT_ROOT / ".lab-build"
@@ -277,3 +278,7 @@ def build(
                 result = _build_one(compose, service, step, no_cache=no_cache)
                 if not result.ok:
                     raise LabError(_build_failure(service, result, str(steps.log_path)))
+    if "jupyter" in todo:
+        # A build is when this machine is most likely online: fetch the datasets then.
+        for line in datasets.fetch(settings, compose.image("jupyter")):
+            print(line)

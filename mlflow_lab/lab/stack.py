@@ -30,8 +30,9 @@ def up(settings: Settings, *, build: bool = True, verbose: bool = False) -> None
                 f"the {' and '.join(stale)} image is missing or out of date: run `invoke build`"
             )
         images.build(settings, stale, verbose=verbose)
-    # Docker would create the bind-mount source as root if it were missing.
+    # Docker would create the bind-mount sources as root if they were missing.
     settings.course_cache_dir.mkdir(parents=True, exist_ok=True)
+    settings.datasets_cache_dir.mkdir(parents=True, exist_ok=True)
     name = course.repo_name(settings.repo_url)
     bundled, has_course = _start_with_bundled_lab(compose, name)
     print(bundled)

@@ -26,9 +26,10 @@ from typing import Any
 
 from mlflow_lab import PROJECT_ROOT
 from mlflow_lab.core import docker, versions
+from mlflow_lab.core.errors import LabError
 from mlflow_lab.core.http import DIRECT
 from mlflow_lab.core.settings import Settings
-from mlflow_lab.lab import course, doctor, layout
+from mlflow_lab.lab import course, datasets, doctor, layout
 from mlflow_lab.lab.compose import JUPYTER, MLFLOW, SERVICES, LabCompose
 from mlflow_lab.lab.doctor import CheckResult
 
@@ -396,6 +397,27 @@ def check_lab_material(s: Session) -> str:
     return f"{folder} has {', '.join(expected)}"
 
 
+def check_datasets(s: Session) -> str:
+    try:
+        have, lack = datasets.report(s.settings)
+    except LabError as exc:
+        raise CheckFailed(str(exc)) from None
+    present = s.probe(JUPYTER, datasets.CONTAINER_SCRIPT, "list")
+    stale = [name for name in have if not present.get(name)]
+    if stale:
+        raise CheckFailed(
+            f"{', '.join(stale)} cached on this machine but not in the Jupyter container: "
+            "run `invoke datasets`, which copies them into the running lab"
+        )
+    if not have and not lack:
+        return "none listed (LAB_DATASETS_FILE)"
+    return f"in SCIKIT_LEARN_DATA: {', '.join(have) or 'none'}" + (
+        f"; not cached: {', '.join(lack)} (`invoke datasets` where the network allows)"
+        if lack
+        else ""
+    )
+
+
 def check_ports(s: Session) -> str:
     wanted = {
         MLFLOW: (s.settings.bind_address, s.settings.mlflow_port),
@@ -456,6 +478,7 @@ CHECKS: tuple[tuple[str, Callable[[Session], str]], ...] = (
     ("jupyter api", check_jupyter_api),
     ("notebook kernel", check_kernel),
     ("lab material", check_lab_material),
+    ("datasets", check_datasets),
     ("ports", check_ports),
     ("no trace", check_no_trace),
 )

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from testcontainers.compose import DockerCompose
 
-from tests.helpers import free_port, wait_until
+from tests.helpers import fake_california_archive, free_port, wait_until
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 INVOKE = [sys.executable, "-m", "invoke"]
@@ -142,6 +142,8 @@ def lab_env(state_dir: Path) -> dict[str, str]:
         "LAB_REPO_BRANCH": "dev",
         "LAB_EXTRA_ALLOWED_HOSTS": "",
         "LAB_MLFLOW_WORKERS": "1",
+        # No datasets unless a test lists its own: figshare is out of reach in tests.
+        "LAB_DATASETS_FILE": "",
         "TESTCONTAINERS_RYUK_DISABLED": "true",
     }
 
@@ -296,3 +298,67 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.sections.append(
             ("container logs (last 150 lines)", "\n".join((stdout + stderr).splitlines()[-150:]))
         )
+
+
+# ---------------------------------------------------------------- test notebooks
+
+NOTEBOOKS = Path(__file__).parent / "lab" / "notebooks"
+NOTEBOOK_RUNNER = "run_notebook.py"
+NOTEBOOKS_IN_CONTAINER = "/home/student/workspace/mlflow-lab-tests"
+NOTEBOOK_TIMEOUT_S = 300
+HOUSING_ROWS = 12  # the stand-in's rows: the real dataset has 20640
+
+
+def copy_in(container: str, source: Path, name: str | None = None) -> str:
+    """A file into a test folder of the student's workspace, owned by the student."""
+    target = f"{NOTEBOOKS_IN_CONTAINER}/{name or source.name}"
+    for command in (
+        ["docker", "exec", "-u", "student", container, "mkdir", "-p", NOTEBOOKS_IN_CONTAINER],
+        ["docker", "cp", str(source), f"{container}:{target}"],
+        ["docker", "exec", "-u", "root", container, "chown", "student:student", target],
+    ):
+        subprocess.run(command, check=True, timeout=60, capture_output=True)
+    return target
+
+
+def run_notebook(container: str, source: Path) -> dict[str, Any]:
+    """Run a notebook with nbclient in the container; the JSON its last cell printed."""
+    runner = copy_in(container, NOTEBOOKS / NOTEBOOK_RUNNER)
+    notebook = copy_in(container, source)
+    result = subprocess.run(
+        ["docker", "exec", "-u", "student", container, "python3", runner, notebook],
+        capture_output=True,
+        text=True,
+        timeout=NOTEBOOK_TIMEOUT_S + 60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    found: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["errors"] == [], found["errors"]
+    last: dict[str, Any] = json.loads(found["last"])
+    return last
+
+
+def housing_mirror(root: Path, base_url: str) -> Path:
+    """A stand-in for figshare's cal_housing.tgz in `root` (serve it at `base_url`), and a
+    dataset list (LAB_DATASETS_FILE) that names it as the fetcher's mirror."""
+    sha256 = fake_california_archive(root / "cal_housing.tgz", HOUSING_ROWS)
+    listing = root / "datasets.toml"
+    listing.write_text(
+        "[california_housing]\n"
+        'fetcher = "fetch_california_housing"\n'
+        f'url = "{base_url}/cal_housing.tgz"\n'
+        f'sha256 = "{sha256}"\n',
+        encoding="utf-8",
+    )
+    return listing
+
+
+def assert_versioning_read_the_cache(found: dict[str, Any]) -> None:
+    """What notebooks/dataset_versioning.ipynb found, with the stand-in in the cache."""
+    assert found["network"] == "unusable"
+    assert found["housing_shape"] == [HOUSING_ROWS, 8], "loaded from the cache, not downloaded"
+    assert found["features"][0] == "MedInc"
+    assert found["inputs"] == [["california_housing", "evaluation"], ["iris", "training"]]
+    assert all(found["digests"])
+    assert found["artifacts"] == ["images/sample.png"]

@@ -21,8 +21,17 @@ import pytest
 from mlflow_lab.core import settings
 from mlflow_lab.lab import bundle, course, images
 from mlflow_lab.lab.compose import SERVICES
-from tests.e2e.conftest import UP_TIMEOUT_S, lab_env, run_invoke, served_course_repo
-from tests.helpers import free_port
+from tests.e2e.conftest import (
+    NOTEBOOKS,
+    UP_TIMEOUT_S,
+    assert_versioning_read_the_cache,
+    housing_mirror,
+    lab_env,
+    run_invoke,
+    run_notebook,
+    served_course_repo,
+)
+from tests.helpers import free_port, served_folder
 
 TAG = f"bundletest-{os.getpid()}"
 TEST_LABEL = "org.mlflow-lab.bundle-test"
@@ -88,6 +97,7 @@ def bundled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bundled]:
     state_dir = tmp_path_factory.mktemp("bundle-state")
     work = tmp_path_factory.mktemp("bundle-work")
     git_root = tmp_path_factory.mktemp("bundle-git")
+    data_root = tmp_path_factory.mktemp("bundle-data")
     with served_course_repo(git_root, "course") as daemon:
         env = {
             **os.environ,
@@ -112,7 +122,11 @@ def bundled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bundled]:
                     stdin=f"FROM mlflow-lab/{service}:latest\n",
                 )
             invoke(env, "up", timeout=UP_TIMEOUT_S)  # the instructor's lab, with the network
-            made = invoke(env, "bundle", "--output", str(file), timeout=UP_TIMEOUT_S)
+            # The dataset list comes only now, so the bundle is what fetches it; its
+            # source is gone once the bundle is made.
+            with served_folder(data_root) as base:
+                env["LAB_DATASETS_FILE"] = str(housing_mirror(data_root, base))
+                made = invoke(env, "bundle", "--output", str(file), timeout=UP_TIMEOUT_S)
             ids = image_ids()
             daemon.stop()  # from now on the course repo's URL leads nowhere
             invoke(env, "destroy", "--yes", timeout=300)
@@ -127,7 +141,7 @@ def bundled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bundled]:
                 docker("rmi", f"mlflow-lab/{service}:{TAG}", check=False)
             file.unlink(missing_ok=True)
             file.with_name(file.name + ".partial").unlink(missing_ok=True)
-            for folder in (state_dir, git_root, work):
+            for folder in (state_dir, git_root, work, data_root):
                 shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -142,6 +156,8 @@ def test_bundle_reports_its_steps_and_size(bundled: Bundled) -> None:
     assert {i.service: i.id for i in manifest.images} == bundled.ids
     assert manifest.course.commit == bundled.commit
     assert manifest.course.url == bundled.env["LAB_REPO_URL"]
+    assert "  Datasets: fetched california_housing" in out
+    assert manifest.members["datasets/cal_housing_py3.pkz"].sha256
 
 
 def _images_member(file: Path) -> tarfile.TarInfo:
@@ -219,3 +235,10 @@ def test_load_then_up_with_no_network_builds_nothing_and_verify_passes(
 
     verified = invoke(offline, "verify", timeout=120, check=False)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "in SCIKIT_LEARN_DATA: california_housing" in verified.stdout
+
+    # The dataset fetched at bundle time, read offline by the course's own call.
+    assert "datasets: cached: california_housing" in loaded.stdout, loaded.stdout
+    assert_versioning_read_the_cache(
+        run_notebook(container, NOTEBOOKS / "dataset_versioning.ipynb")
+    )

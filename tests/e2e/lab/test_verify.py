@@ -42,6 +42,7 @@ JUPYTER_SIDE = {
     "jupyter api",
     "notebook kernel",
     "lab material",
+    "datasets",
     "ports",
 }
 LAB_FOLDER = f"{course.WORKSPACE}/{course.BUNDLED_LAB_DIR}"

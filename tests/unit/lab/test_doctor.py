@@ -381,6 +381,7 @@ def test_run_lists_every_check_and_passes_on_a_good_machine(
         "cpu architecture",
         "proxy",
         "ca bundle",
+        "datasets",
     ]
     assert all(r.ok for r in results), results
     # No image exists yet (image inspect fails): the disk must hold a build.
@@ -444,7 +445,7 @@ def test_doctor_task_exits_1_with_one_line(
         tasks.doctor(MockContext(), json_=True)
     assert exited.value.code == 1
     assert str(exited.value.message).count("\n") == 0
-    assert str(exited.value.message).startswith("error: 1 of 8 checks failed (first: ports)")
+    assert str(exited.value.message).startswith("error: 1 of 9 checks failed (first: ports)")
     checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
     assert not checks["ports"]["ok"] and f"port {held_port}" in checks["ports"]["detail"]
 
@@ -458,7 +459,7 @@ def test_doctor_task_without_compose_says_how_to_install_it_and_writes_nothing(
     healthy_machine.fail(r"^docker compose version", "docker: 'compose' is not a docker command.")
     with pytest.raises(Exit) as exited:
         tasks.doctor(MockContext())
-    assert str(exited.value.message).startswith("error: 1 of 8 checks failed (first: compose)")
+    assert str(exited.value.message).startswith("error: 1 of 9 checks failed (first: compose)")
     [compose_line] = [line for line in capsys.readouterr().out.splitlines() if " compose " in line]
     assert compose_line.startswith("FAIL  compose")
     assert "pip install -r requirements.txt" in compose_line

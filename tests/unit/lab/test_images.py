@@ -239,7 +239,10 @@ def test_build_builds_in_composes_order_with_the_build_variables(
     builder: FakeDocker, lab: settings.Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     builder.on(r"^docker compose .* build ", "Step 1/2 : FROM base:1\n")
+    # A build of the jupyter image fetches the listed datasets with it (datasets.toml).
+    builder.on(r"^docker run .*/lab_datasets\.py fetch ", '{"california_housing": null}\n')
     images.build(lab, ["jupyter", "mlflow"], no_cache=True)
+    assert len(builder.matching(r"lab_datasets\.py fetch .*california_housing")) == 1
     builds = builder.matching(r" build ")
     assert [c.argv for c in builds] == [
         [*COMPOSE, "build", "--no-cache", "mlflow"],
@@ -253,9 +256,11 @@ def test_build_builds_in_composes_order_with_the_build_variables(
     assert [re.sub(r"\(\d+ s\)", "(N s)", line) for line in out] == [
         "✓ The mlflow image, on base:1 (N s)",
         "✓ The jupyter image, on base:1 (N s)",
+        "Datasets: fetched california_housing",
     ]
     images.build(lab, ["jupyter"])
-    assert builder.argvs[-1] == [*COMPOSE, "build", "jupyter"], "only what was asked"
+    last = builder.matching(r" build ")[-1]
+    assert last.argv == [*COMPOSE, "build", "jupyter"], "only what was asked"
 
 
 @pytest.mark.parametrize(

@@ -147,6 +147,7 @@ def containers(fake_docker: FakeDocker) -> FakeDocker:
     kernel = {"kernel": "mlops", "status": "ok", "output": "OK"}
     fake_docker.on(rf"^{PROBE} kernel-run mlops ", json.dumps(kernel))
     fake_docker.on(rf"^{PROBE} missing-files ", "[]\n")
+    fake_docker.on(r"lab_datasets\.py list$", "{}\n")
     view = {"mounted": True, "readonly": True, "same": True}
     fake_docker.on(rf"^{PROBE} artifact-view {ARTIFACT_MOUNT} 7/r1/artifacts/", json.dumps(view))
     fake_docker.on(
