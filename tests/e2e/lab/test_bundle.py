@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from mlflow_lab.core import docker as gateway
 from mlflow_lab.core import settings
-from mlflow_lab.lab import bundle, course, images
+from mlflow_lab.lab import bundle, course, layout
 from mlflow_lab.lab.compose import SERVICES
 from tests.e2e.conftest import (
     NOTEBOOKS,
@@ -36,7 +37,7 @@ from tests.helpers import free_port, served_folder
 TAG = f"bundletest-{os.getpid()}"
 TEST_LABEL = "org.mlflow-lab.bundle-test"
 STEP_TIMEOUT_S = 900  # a bundle or a load of ~2.6 GB of images on 2 cores, with room
-WORKSPACE = course.WORKSPACE
+WORKSPACE = layout.WORKSPACE
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 
 
@@ -62,7 +63,7 @@ def docker(*args: str, check: bool = True, stdin: str | None = None) -> str:
 
 
 def image_ids() -> dict[str, str | None]:
-    return {s: images.image_id(f"mlflow-lab/{s}:{TAG}") for s in SERVICES}
+    return {s: gateway.image_id(f"mlflow-lab/{s}:{TAG}") for s in SERVICES}
 
 
 def tree(root: Path) -> list[tuple[str, int]]:

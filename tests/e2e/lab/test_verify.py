@@ -26,7 +26,7 @@ from invoke.context import Context
 
 from mlflow_lab import COMPOSE_FILE
 from mlflow_lab.core import settings, versions
-from mlflow_lab.lab import course, verify
+from mlflow_lab.lab import course, layout, verify
 from tests.e2e.conftest import (
     CONTAINER_TRACKING_URI,
     Lab,
@@ -45,7 +45,7 @@ JUPYTER_SIDE = {
     "datasets",
     "ports",
 }
-LAB_FOLDER = f"{course.WORKSPACE}/{course.BUNDLED_LAB_DIR}"
+LAB_FOLDER = f"{layout.WORKSPACE}/{course.BUNDLED_LAB_DIR}"
 VERIFY_TIMEOUT_S = 60  # far above the 15 s budget: a hang fails the test, not the session
 STACK_TIMEOUT_S = 240
 
@@ -130,7 +130,7 @@ def snapshot(lab: Lab) -> dict[str, Any]:
     return {
         "tables": lab.json_in("mlflow", SNAPSHOT_DB),
         "artifacts": files_in(lab, "mlflow", "/data/artifacts"),
-        "workspace": files_in(lab, "jupyter", course.WORKSPACE),
+        "workspace": files_in(lab, "jupyter", layout.WORKSPACE),
         "experiments": experiments(lab),
     }
 
@@ -202,7 +202,7 @@ def test_a_stopped_jupyter_fails_every_check_that_needs_it(lab: Lab) -> None:
 
 
 def test_a_missing_lab_fails_the_lab_material_check_only(lab: Lab) -> None:
-    aside = f"{course.WORKSPACE}/.verify-test-aside"
+    aside = f"{layout.WORKSPACE}/.verify-test-aside"
     jupyter = lab.container("jupyter")
     lab.docker("exec", jupyter, "mv", LAB_FOLDER, aside)
     try:
