@@ -392,9 +392,11 @@ def exec_in(
     timeout: float = TIMEOUT_S,
     user: str | None = None,
     env: Mapping[str, str] | None = None,
+    workdir: str | None = None,
 ) -> Result:
     """A command in a running container, output captured; not checked (callers say why)."""
     args = ["exec", *(["-i"] if input is not None else []), *(["--user", user] if user else [])]
+    args += ["--workdir", workdir] if workdir else []
     for key, value in (env or {}).items():
         args += ["--env", f"{key}={value}"]
     return run(*args, container, *argv, input=input, timeout=timeout, check=False)

@@ -93,10 +93,16 @@ class LabCompose:
         return container
 
     def exec(
-        self, service: str, *argv: str, input: str | None = None, timeout: float = 300
+        self,
+        service: str,
+        *argv: str,
+        input: str | None = None,
+        timeout: float = 300,
+        workdir: str | None = None,
     ) -> Result:
         """A command in the service's running container, output captured, not checked."""
-        return docker.exec_in(self.container(service), *argv, input=input, timeout=timeout)
+        container = self.container(service)
+        return docker.exec_in(container, *argv, input=input, timeout=timeout, workdir=workdir)
 
     def image(self, service: str) -> str:
         return f"{image_repository(service)}:{self.settings.image_tag}"

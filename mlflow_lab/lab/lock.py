@@ -6,7 +6,6 @@ host's by uv from pyproject.toml.
 
 from __future__ import annotations
 
-import shlex
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from mlflow_lab.core.errors import LabError
 from mlflow_lab.core.settings import Settings
 from mlflow_lab.lab import images
 
+# Runs in a throwaway container of the base image: pip, then pip freeze.
+LOCK_SCRIPT = PROJECT_ROOT / "docker" / "base" / "lock.sh"
 REQUIREMENTS = ("docker/mlflow/requirements.txt", "docker/jupyter/requirements.txt")
 HEADER = """\
 # Exact versions of everything in the lab's images (both images install with -c this file).
@@ -45,19 +46,11 @@ def lock(settings: Settings) -> None:
     wanted = [f"{n}=={pins[n.lower()]}" if n.lower() in pins else n for n in top_level()]
     wanted.append(f"torch=={pins['torch']}")
     index = build_env.get("TORCH_INDEX_URL", "https://download.pytorch.org/whl/cpu")
-    extra = f"--extra-index-url {shlex.quote(index)} " if index else ""
-    # The resolver is a shell line inside the container (pip, then pip freeze).
-    script = (
-        "cat /etc/ssl/certs/ca-certificates.crt /build/ca-bundle.pem > /tmp/ca.pem && "
-        "python3 -m venv /tmp/v && PIP_CERT=/tmp/ca.pem /tmp/v/bin/pip install -q "
-        f"--progress-bar off --find-links /build/wheels {extra}setuptools "
-        + " ".join(shlex.quote(w) for w in wanted)
-        + " >&2 && /tmp/v/bin/pip freeze --all"
-    )
-    mount = f"{images.BUILD_DIR}:/build:ro"
     result = docker.run(
-        "run", "--rm", "-v", mount, base, "sh", "-c", script, timeout=1800, check=False
-    )
+        "run", "--rm", "-v", f"{images.BUILD_DIR}:/build:ro", "-v", f"{LOCK_SCRIPT}:/lock.sh:ro",
+        base, "sh", "/lock.sh", index, *wanted,
+        timeout=1800, check=False,
+    )  # fmt: skip
     if not result.ok:
         print(result.stderr)
         raise LabError("resolving the packages failed (see above): fix the requirements and retry")

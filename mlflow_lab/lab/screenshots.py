@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from mlflow_lab import PROJECT_ROOT
@@ -110,12 +110,10 @@ def find_lab_runs(mlflow_url: str) -> LabRuns | None:
 
 def run_lab_script(settings: Settings) -> None:
     """Run the bundled lab top to bottom in the Jupyter container, as a student would."""
-    code = (
-        "import os, runpy; "
-        f"os.chdir({str(Path(LAB_SCRIPT).parent)!r}); "
-        f"runpy.run_path({LAB_SCRIPT!r}, run_name='__main__')"
+    script = PurePosixPath(LAB_SCRIPT)
+    result = LabCompose(settings).exec(
+        JUPYTER, "python3", script.name, workdir=str(script.parent), timeout=LAB_SCRIPT_TIMEOUT_S
     )
-    result = LabCompose(settings).exec(JUPYTER, "python3", "-c", code, timeout=LAB_SCRIPT_TIMEOUT_S)
     if not result.ok:
         raise LabError(f"the lab script failed in the jupyter container: {result.last_line()}")
 
