@@ -8,6 +8,7 @@ import http.server
 import importlib.util
 import io
 import re
+import subprocess
 import sys
 import tarfile
 import threading
@@ -292,3 +293,20 @@ def fake_california_archive(path: Path, rows: int) -> str:
         tar.addfile(info, io.BytesIO(lines))
     path.write_bytes(buffer.getvalue())
     return hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+@contextmanager
+def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """`folder` as a real file system of `size` (a tmpfs) that fills up; skips without root."""
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], check=False)

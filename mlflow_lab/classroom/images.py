@@ -8,8 +8,6 @@ labelled with a digest of what it was built from; an image whose label matches i
 
 from __future__ import annotations
 
-import hashlib
-
 from mlflow_lab import PROJECT_ROOT
 from mlflow_lab.classroom.settings import ClassSettings
 from mlflow_lab.core import docker
@@ -30,14 +28,7 @@ IMAGES = ("db", "mlflow", "hub", "notebook")
 
 
 def inputs_digest(name: str, extra: str = "") -> str:
-    digest = hashlib.sha256(extra.encode())
-    for entry in IMAGE_INPUTS[name]:
-        root = PROJECT_ROOT / entry
-        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-        for path in files:
-            digest.update(str(path.relative_to(PROJECT_ROOT)).encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    return lab_images.files_digest(IMAGE_INPUTS[name], extra)
 
 
 def _wanted(settings: ClassSettings, name: str) -> str:

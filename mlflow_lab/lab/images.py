@@ -39,8 +39,13 @@ IMAGE_INPUTS: dict[str, tuple[str, ...]] = {
 
 
 def inputs_digest(service: str) -> str:
-    digest = hashlib.sha256()
-    for entry in IMAGE_INPUTS[service]:
+    return files_digest(IMAGE_INPUTS[service])
+
+
+def files_digest(entries: tuple[str, ...], extra: str = "") -> str:
+    """A short digest of these files and folders of the project (and `extra`)."""
+    digest = hashlib.sha256(extra.encode())
+    for entry in entries:
         root = PROJECT_ROOT / entry
         files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
         for path in files:

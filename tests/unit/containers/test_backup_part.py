@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from mlflow_lab import PROJECT_ROOT
-from tests.helpers import container_module
+from tests.helpers import container_module, small_tmpfs
 
 bp = container_module("mlflow", "backup_part")
 SCRIPT = PROJECT_ROOT / "docker" / "mlflow" / "backup_part.py"
@@ -258,19 +258,8 @@ def test_an_interrupted_stage_removes_its_stage_and_says_so(trees: tuple[Path, b
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real file system of 1 MiB that fills up (a tmpfs; needs root)."""
-    folder = tmp_path / "small"
-    folder.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    try:
+    with small_tmpfs(tmp_path / "small", "1m") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "--lazy", str(folder)], check=False)
 
 
 def big_db(path: Path, megabytes: int) -> None:

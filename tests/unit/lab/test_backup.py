@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import sqlite3
-import subprocess
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from mlflow_lab.core import settings
 from mlflow_lab.core.errors import LabError
 from mlflow_lab.lab import backup
-from tests.helpers import container_module, isolate_settings
+from tests.helpers import container_module, isolate_settings, small_tmpfs
 
 bp = container_module("mlflow", "backup_part")
 
@@ -100,19 +99,9 @@ def test_a_tree_part_with_an_unsafe_member_is_refused_before_anything_changes(
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    folder = tmp_path / "small"
-    folder.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    try:
+    """A real file system of 256 KiB that fills up (a tmpfs; needs root)."""
+    with small_tmpfs(tmp_path / "small", "256k") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "--lazy", str(folder)], check=False)
 
 
 def test_a_good_backup_on_a_full_state_disk_is_a_disk_full_line_not_unusable(
