@@ -73,6 +73,9 @@ c.JupyterHub.services = [
             sys.executable,
             "-m",
             "jupyterhub_idle_culler",
+            # Loopback, not hub_connect_url: the hub's own service name may not resolve
+            # yet while its task starts, and the culler's first round would die on it.
+            "--url=http://127.0.0.1:8081/hub/api",
             f"--timeout={idle_s}",
             f"--cull-every={max(30, min(300, idle_s // 4))}",
         ],
