@@ -13,6 +13,7 @@ from invoke.collection import Collection
 from invoke.context import Context
 from invoke.tasks import task
 
+from mlflow_lab.classroom import backup as backup_module
 from mlflow_lab.classroom import roster, settings, stack
 from mlflow_lab.classroom import students as students_module
 from mlflow_lab.classroom import verify as verify_module
@@ -138,4 +139,36 @@ def verify(c: Context, json_: bool = False) -> None:
     doctor.show(results, as_json=json_, command="invoke classroom.verify")
 
 
-ns = Collection("classroom", up, down, destroy, status, logs, students, verify)
+@task(help={"output": "The file to write, e.g. class.backup.tar.gz (replaced when it exists)."})
+@one_line_errors
+def backup(c: Context, output: str) -> None:
+    """Back up the running class: MLflow's database, artifacts, every student's notebooks.
+
+    One tar.gz with a manifest (sha256 of each part), written whole or not at all.
+    """
+    manifest = backup_module.backup(settings.load(), Path(output))
+    print(
+        f"Wrote {output}: {len(manifest['students'])} students, "
+        f"{len(manifest['parts'])} parts (see its manifest.json)."
+    )
+
+
+@task(
+    help={
+        "file": "A backup written by `invoke classroom.backup`.",
+        "yes": "Really replace the class's data: without it, only the file is checked.",
+    },
+    positional=["file"],
+)
+@one_line_errors
+def restore(c: Context, file: str, yes: bool = False) -> None:
+    """Put a class backup in place: it is checked first, and a safety backup is taken.
+
+    A failure part-way writes the safety backup back: the class never has less than it had.
+    Student workspaces the backup does not have are kept.
+    """
+    safety = backup_module.restore(settings.load(), Path(file), yes=yes)
+    print(f"Restored the class from {file} (what it had before: {safety}).")
+
+
+ns = Collection("classroom", up, down, destroy, status, logs, students, verify, backup, restore)

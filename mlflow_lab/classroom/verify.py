@@ -95,16 +95,25 @@ print(json.dumps(outcome))
 """
 
 # With MLFLOW_WORKSPACE set to the other probe's workspace: the lab's 3.13 client reads
-# it from the environment (it has no mlflow.set_workspace).
+# it from the environment (it has no mlflow.set_workspace). MLflow answers a search with
+# only what the login may read (an empty list here, not a 403); creating is refused.
 BROWSE = """
 import json
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+client = MlflowClient("http://127.0.0.1:8080")
+outcome = {}
 try:
-    MlflowClient("http://127.0.0.1:8080").search_experiments()
-    print(json.dumps({"list their workspace": "allowed"}))
+    seen = client.search_experiments()
+    outcome["list their workspace"] = "allowed" if seen else "sees nothing"
 except MlflowException as exc:
-    print(json.dumps({"list their workspace": exc.error_code}))
+    outcome["list their workspace"] = exc.error_code
+try:
+    client.create_experiment("mlflow-lab-verify-intruder")
+    outcome["create in their workspace"] = "allowed"
+except MlflowException as exc:
+    outcome["create in their workspace"] = exc.error_code
+print(json.dumps(outcome))
 """
 
 INTACT = """
@@ -114,7 +123,7 @@ run = MlflowClient("http://127.0.0.1:8080").get_run(os.environ["PROBE_RUN"])
 print(json.dumps({"stage": run.info.lifecycle_stage, "tag": run.data.tags.get("probe")}))
 """
 
-REFUSALS = {"PERMISSION_DENIED", "RESOURCE_DOES_NOT_EXIST"}
+REFUSALS = {"PERMISSION_DENIED", "RESOURCE_DOES_NOT_EXIST", "sees nothing"}
 
 
 class CheckFailed(Exception):
@@ -144,10 +153,6 @@ class Run:
             return False
         self.results.append(CheckResult(name, True, detail))
         return True
-
-
-def probe_service(settings: ClassSettings, name: str) -> str:
-    return f"{settings.stack}-student-{name}"
 
 
 def _new_probe(settings: ClassSettings) -> Probe:
@@ -184,8 +189,8 @@ def remove(settings: ClassSettings, name: str) -> None:
     api = stack.hub(settings)
     api.api("DELETE", f"/users/{name}/server", ok=(400, 404))
     api.api("DELETE", f"/users/{name}", ok=(404,))
-    service = probe_service(settings, name)
-    if swarm.services(label=f"{stack.STUDENT_LABEL}={name}"):
+    service = stack.student_service(settings, name)
+    if service:
         swarm.remove_services([service])
     stack.accounts(settings, "remove", name, "--delete-data")
     # The service's container lingers for a moment after `service rm`.
@@ -213,8 +218,9 @@ def leftovers(settings: ClassSettings, names: list[str]) -> list[str]:
             found.append(f"MLflow user {name}")
         if name in mlflow.get("workspaces", []):
             found.append(f"MLflow workspace {name}")
-        if swarm.services(label=f"{stack.STUDENT_LABEL}={name}"):
-            found.append(f"service {probe_service(settings, name)}")
+        service = stack.student_service(settings, name)
+        if service:
+            found.append(f"service {service}")
         found.extend(f"volume {v}" for v in _volumes_of(settings, name))
     return found
 
@@ -275,7 +281,7 @@ def _server(run: Run) -> str:
         wait_ready(probe.session, probe.name, timeout=SPAWN_TIMEOUT_S)
     except HubError as exc:
         raise CheckFailed(f"{exc}: `invoke classroom.logs hub`") from None
-    service = probe_service(run.settings, probe.name)
+    service = stack.student_service(run.settings, probe.name) or "(none)"
     container = swarm.container_of(service)
     if container is None:
         raise CheckFailed(f"{probe.name}'s server is ready but service {service} has no container")

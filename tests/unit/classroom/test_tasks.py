@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from invoke.exceptions import ParseError
 from invoke.parser import Parser
@@ -31,7 +33,9 @@ def test_every_classroom_task_documents_its_options() -> None:
 
 
 def _parsed(*argv: str) -> dict[str, object]:
-    result = Parser(contexts=tasks.ns.to_contexts()).parse_argv(list(argv))
+    # A copy: building the parser's contexts uses up each task's help texts (invoke pops
+    # them), which later tests read.
+    result = Parser(contexts=copy.deepcopy(tasks.ns).to_contexts()).parse_argv(list(argv))
     return {name: arg.value for name, arg in result[0].args.items()}
 
 
