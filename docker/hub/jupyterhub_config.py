@@ -21,7 +21,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp.connector
+import aiohttp.resolver
 from docker.types import Healthcheck, Mount
+
+# The hub checks a student's server with aiohttp, which resolves with aiodns (c-ares)
+# when that is installed, and c-ares keeps answers for their TTL: Docker's DNS gives a
+# service's name 600 s, so a server restarted within ten minutes (reset-password, a
+# restore, a stop and start) was looked for at its old task's address until the spawn
+# timed out. getaddrinfo asks Docker's DNS every time.
+aiohttp.resolver.DefaultResolver = aiohttp.resolver.ThreadedResolver
+aiohttp.connector.DefaultResolver = aiohttp.resolver.ThreadedResolver  # type: ignore[misc]
 
 c = get_config()  # type: ignore[name-defined]
 
