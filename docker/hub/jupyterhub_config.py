@@ -16,8 +16,10 @@ from the LAB_CLASS_* settings; secrets come from the stack's secrets (/run/secre
 # ruff: noqa: F821  (`c` and `get_config` are given by JupyterHub when it loads this file)
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +143,24 @@ def workspace_volume(username: str) -> str:
     return f"{STACK}_workspace-{username}"
 
 
+async def wait_until_old_server_is_gone(spawner: Any, timeout: float = 60) -> None:
+    """A restarted server's service has the old one's name: while the old task's container
+    still stops, the name can still lead to it, and the hub's readiness check would be
+    answered by the server that is going away (then the proxy finds nothing there)."""
+    label = f"com.docker.swarm.service.name={spawner.service_name}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not await spawner.docker("containers", filters={"label": label}):
+            return
+        await asyncio.sleep(0.5)
+    spawner.log.warning("%s's old server was still stopping after %d s", spawner.user.name, timeout)
+
+
+async def before_spawn(spawner: Any) -> None:
+    await wait_until_old_server_is_gone(spawner)
+    mounts(spawner)
+
+
 def mounts(spawner: Any) -> None:
     """The student's own workspace volume and the course repo cache (read-only)."""
     name = spawner.escaped_name
@@ -158,4 +178,4 @@ def mounts(spawner: Any) -> None:
     spawner.extra_create_kwargs = {"labels": labels}
 
 
-c.SwarmSpawner.pre_spawn_hook = mounts
+c.SwarmSpawner.pre_spawn_hook = before_spawn

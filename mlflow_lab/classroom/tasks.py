@@ -148,8 +148,8 @@ def backup(c: Context, output: str) -> None:
     """
     manifest = backup_module.backup(settings.load(), Path(output))
     print(
-        f"Wrote {output}: {len(manifest['students'])} students, "
-        f"{len(manifest['parts'])} parts (see its manifest.json)."
+        f"Wrote {output}: {len(manifest['parts'])} parts, students: "
+        f"{', '.join(manifest['students']) or 'none'} (its manifest.json lists each part)."
     )
 
 
