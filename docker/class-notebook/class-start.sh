@@ -17,12 +17,15 @@ upstream=${LAB_MLFLOW_UPSTREAM:-mlflow:8080}
   done
 ) &
 workspace=/home/student/workspace
+# Where the lab's image keeps its tools and the bundled lab (docker/mlflow and
+# docker/jupyter Dockerfiles): read from the image, so a moved tool cannot go unnoticed.
+tools=${LAB_TOOLS:?the lab image sets LAB_TOOLS}
+bundled=${LAB_BUNDLED_LAB:?the lab image sets LAB_BUNDLED_LAB}
 sync() {
   # A failed placement must not keep the student out of their server: say it, go on.
-  python3 /opt/mlflow-lab/workspace_sync.py "$@" 2>&1 | tail -n 1 | sed 's/^/workspace: /' || true
+  python3 "$tools/workspace_sync.py" "$@" 2>&1 | tail -n 1 | sed 's/^/workspace: /' || true
 }
-sync --source /opt/mlflow-lab/lab --branch main --dest "$workspace/mlflow-tracking-lab" \
-  --merge-new-history
+sync --source "$bundled" --branch main --dest "$workspace/mlflow-tracking-lab"
 if [ -n "${LAB_COURSE_CACHE:-}" ] && [ -d "/opt/course-upstream/${LAB_COURSE_CACHE}" ]; then
   sync --source "/opt/course-upstream/${LAB_COURSE_CACHE}" --branch "${LAB_COURSE_BRANCH:-dev}" \
     --dest "$workspace/${LAB_COURSE_NAME:-course}"

@@ -16,12 +16,24 @@ from the LAB_CLASS_* settings; secrets come from the stack's secrets (/run/secre
 # ruff: noqa: F821  (`c` and `get_config` are given by JupyterHub when it loads this file)
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp.connector
+import aiohttp.resolver
 from docker.types import Healthcheck, Mount
+
+# The hub checks a student's server with aiohttp, which resolves with aiodns (c-ares)
+# when that is installed, and c-ares keeps answers for their TTL: Docker's DNS gives a
+# service's name 600 s, so a server restarted within ten minutes (reset-password, a
+# restore, a stop and start) was looked for at its old task's address until the spawn
+# timed out. getaddrinfo asks Docker's DNS every time.
+aiohttp.resolver.DefaultResolver = aiohttp.resolver.ThreadedResolver
+aiohttp.connector.DefaultResolver = aiohttp.resolver.ThreadedResolver  # type: ignore[misc]
 
 c = get_config()  # type: ignore[name-defined]
 
@@ -73,6 +85,9 @@ c.JupyterHub.services = [
             sys.executable,
             "-m",
             "jupyterhub_idle_culler",
+            # Loopback, not hub_connect_url: the hub's own service name may not resolve
+            # yet while its task starts, and the culler's first round would die on it.
+            "--url=http://127.0.0.1:8081/hub/api",
             f"--timeout={idle_s}",
             f"--cull-every={max(30, min(300, idle_s // 4))}",
         ],
@@ -128,6 +143,24 @@ def workspace_volume(username: str) -> str:
     return f"{STACK}_workspace-{username}"
 
 
+async def wait_until_old_server_is_gone(spawner: Any, timeout: float = 60) -> None:
+    """A restarted server's service has the old one's name: while the old task's container
+    still stops, the name can still lead to it, and the hub's readiness check would be
+    answered by the server that is going away (then the proxy finds nothing there)."""
+    label = f"com.docker.swarm.service.name={spawner.service_name}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not await spawner.docker("containers", filters={"label": label}):
+            return
+        await asyncio.sleep(0.5)
+    spawner.log.warning("%s's old server was still stopping after %d s", spawner.user.name, timeout)
+
+
+async def before_spawn(spawner: Any) -> None:
+    await wait_until_old_server_is_gone(spawner)
+    mounts(spawner)
+
+
 def mounts(spawner: Any) -> None:
     """The student's own workspace volume and the course repo cache (read-only)."""
     name = spawner.escaped_name
@@ -145,4 +178,4 @@ def mounts(spawner: Any) -> None:
     spawner.extra_create_kwargs = {"labels": labels}
 
 
-c.SwarmSpawner.pre_spawn_hook = mounts
+c.SwarmSpawner.pre_spawn_hook = before_spawn

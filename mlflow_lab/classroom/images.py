@@ -44,13 +44,21 @@ def _jupyter_image(settings: ClassSettings) -> str:
 
 
 def stale(settings: ClassSettings) -> list[str]:
-    """Class images that are missing or were built from other inputs than the tree's."""
-    return [
+    """Class images that are missing or were built from other inputs than the tree's.
+
+    The student image is also stale when the lab's images under it are: its label only
+    follows the jupyter image's ID, and an old jupyter image would keep the students on
+    old lab tools (the ones `classroom.verify` runs in their servers, workspace_sync).
+    """
+    found = [
         name
         for name in IMAGES
         if docker.image_label(settings.image(name), lab_images.INPUTS_LABEL)
         != _wanted(settings, name)
     ]
+    if "notebook" not in found and lab_images.stale_images(LabCompose(settings.lab)):
+        found.append("notebook")
+    return found
 
 
 def build(

@@ -149,6 +149,16 @@ def student_services(settings: ClassSettings) -> list[str]:
     return [s["Name"] for s in swarm.services(label=f"{CLASS_LABEL}={settings.stack}")]
 
 
+def student_service(settings: ClassSettings, user: str) -> str | None:
+    """The Swarm service of `user`'s server, found by its labels: its name is
+    dockerspawner's escaped username (`probe-1a` becomes `probe-2d1a`)."""
+    prefix = f"{settings.stack}-student-"
+    for found in swarm.services(label=f"{STUDENT_LABEL}={user}"):
+        if str(found.get("Name", "")).startswith(prefix):
+            return str(found["Name"])
+    return None
+
+
 def down(settings: ClassSettings) -> None:
     """Remove the stack and the student servers; every volume stays."""
     swarm.remove_services(student_services(settings))
@@ -261,15 +271,15 @@ def students_report(settings: ClassSettings, up_now: bool) -> list[dict[str, Any
         if name == settings.instructor:
             continue
         server = servers.get(name, {})
-        service = f"{settings.stack}-student-{name}"
-        task = next(iter(swarm.tasks(service)), {}) if server else {}
+        service = (student_service(settings, name) or "") if server else ""
+        task = next(iter(swarm.tasks(service)), {}) if service else {}
         found.append(
             {
                 "username": name,
                 "display_name": accounts_now[name].get("name", ""),
                 "server": "ready" if server.get("ready") else (server.get("pending") or "stopped"),
                 "node": str(task.get("Node", "")),
-                "swarm_service": service if server else "",
+                "swarm_service": service,
             }
         )
     return found

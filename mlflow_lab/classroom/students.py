@@ -70,8 +70,8 @@ def _end_hub_user(settings: ClassSettings, user: str) -> None:
     api = stack.hub(settings)
     api.api("DELETE", f"/users/{user}/server", ok=(400, 404))
     api.api("DELETE", f"/users/{user}", ok=(404,))
-    service = f"{settings.stack}-student-{user}"
-    if swarm.services(label=f"{stack.STUDENT_LABEL}={user}"):
+    service = stack.student_service(settings, user)
+    if service:
         swarm.remove_services([service])
 
 

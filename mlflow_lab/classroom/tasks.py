@@ -13,9 +13,15 @@ from invoke.collection import Collection
 from invoke.context import Context
 from invoke.tasks import task
 
+from mlflow_lab.classroom import backup as backup_module
 from mlflow_lab.classroom import roster, settings, stack
 from mlflow_lab.classroom import students as students_module
+from mlflow_lab.classroom import verify as verify_module
+from mlflow_lab.core.cli import enable_optional_positionals
 from mlflow_lab.core.errors import LabError, one_line_errors
+from mlflow_lab.lab import doctor
+
+enable_optional_positionals()
 
 
 @task(
@@ -60,11 +66,12 @@ def status(c: Context, json_: bool = False) -> None:
 @task(
     help={"service": "hub, mlflow or db (default: all three).", "tail": "Lines per service."},
     positional=["service"],
+    optional=["service"],
 )
 @one_line_errors
-def logs(c: Context, service: str = "", tail: int = 200) -> None:
+def logs(c: Context, service: str | None = None, tail: int = 200) -> None:
     """Show the class services' logs."""
-    stack.logs(settings.load(), service, tail)
+    stack.logs(settings.load(), service or "", tail)
 
 
 @task(
@@ -74,6 +81,7 @@ def logs(c: Context, service: str = "", tail: int = 200) -> None:
         "delete_data": "With remove: also delete the student's notebooks and MLflow workspace.",
     },
     positional=["action", "target"],
+    optional=["target"],
 )
 @one_line_errors
 def students(c: Context, action: str, target: str | None = None, delete_data: bool = False) -> None:
@@ -84,7 +92,8 @@ def students(c: Context, action: str, target: str | None = None, delete_data: bo
     LAB_CLASS_STATE_DIR/passwords.csv. `remove USER` keeps the student's data unless
     --delete-data; `reset-password USER` makes a new password and stops their server.
     """
-    # None, not "": invoke fills only positional arguments whose value is still None.
+    # None, not "": invoke fills only positional arguments whose value is still None
+    # (mlflow_lab.core.cli makes an unfilled optional one "").
     target = target or ""
     class_settings = settings.load()
     if action in ("add", "remove", "reset-password") and not target:
@@ -116,4 +125,50 @@ def students(c: Context, action: str, target: str | None = None, delete_data: bo
         )
 
 
-ns = Collection("classroom", up, down, destroy, status, logs, students)
+@task(help={"json": "Print the results as JSON for scripts."})
+@one_line_errors
+def verify(c: Context, json_: bool = False) -> None:
+    """Check the running class as a student uses it; it leaves no probe behind.
+
+    Two throwaway students (probe-<hex>): the first logs in at /hub/login, starts their
+    server and logs a run with an artifact from its mlops kernel; the second must not
+    read, tag or delete that run. Both are removed at the end (hub, MLflow, server,
+    volume). Exit code 0 only when every check passes.
+    """
+    results = verify_module.run_checks(settings.load())
+    doctor.show(results, as_json=json_, command="invoke classroom.verify")
+
+
+@task(help={"output": "The file to write, e.g. class.backup.tar.gz (replaced when it exists)."})
+@one_line_errors
+def backup(c: Context, output: str) -> None:
+    """Back up the running class: MLflow's database, artifacts, every student's notebooks.
+
+    One tar.gz with a manifest (sha256 of each part), written whole or not at all.
+    """
+    manifest = backup_module.backup(settings.load(), Path(output))
+    print(
+        f"Wrote {output}: {len(manifest['parts'])} parts, students: "
+        f"{', '.join(manifest['students']) or 'none'} (its manifest.json lists each part)."
+    )
+
+
+@task(
+    help={
+        "file": "A backup written by `invoke classroom.backup`.",
+        "yes": "Really replace the class's data: without it, only the file is checked.",
+    },
+    positional=["file"],
+)
+@one_line_errors
+def restore(c: Context, file: str, yes: bool = False) -> None:
+    """Put a class backup in place: it is checked first, and a safety backup is taken.
+
+    A failure part-way writes the safety backup back: the class never has less than it had.
+    Student workspaces the backup does not have are kept.
+    """
+    safety = backup_module.restore(settings.load(), Path(file), yes=yes)
+    print(f"Restored the class from {file} (what it had before: {safety}).")
+
+
+ns = Collection("classroom", up, down, destroy, status, logs, students, verify, backup, restore)

@@ -169,7 +169,9 @@ def cleanup(env: dict[str, str], stack: str, swarm_before: str, gwbridge_before:
             docker("network", "rm", "docker_gwbridge", check=False)
 
 
-@pytest.fixture(scope="module")
+# One class for the whole session (every module here uses it): a deploy, and the destroy
+# at the end, cost about a minute each.
+@pytest.fixture(scope="session")
 def classroom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Classroom]:
     state = tmp_path_factory.mktemp("class-state")
     stack = f"mlflow-class-e2e-{os.getpid()}"

@@ -28,11 +28,12 @@ for ws in ("alice", "bob"):
     client = MlflowClient()
     exp = client.get_experiment_by_name("mlflow-tracking-lab")
     runs = client.search_runs([exp.experiment_id]) if exp else []
-    last = runs[-1].info.run_id if runs else None
+    # The lab's run that logs files as run artifacts (its models are logged models).
+    shown = [r for r in runs if r.data.tags.get("mlflow.runName") == "artifacts-demo"]
     found[ws] = {
         "experiment": exp.experiment_id if exp else None,
         "runs": sorted(r.info.run_id for r in runs),
-        "artifacts": len(client.list_artifacts(last)) if last else 0,
+        "artifacts": len(client.list_artifacts(shown[0].info.run_id)) if shown else 0,
     }
 print(json.dumps(found))
 """
@@ -119,15 +120,20 @@ print(json.dumps(outcome))
 """
 
 
+# MLflow answers a search with only what the login may read: in Bob's workspace Alice's
+# search succeeds with nothing in it (no 403), and creating there is refused.
 BROWSE = """
 import json
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+client = MlflowClient()
+outcome = {"seen": [e.name for e in client.search_experiments()]}
 try:
-    MlflowClient().search_experiments()
-    print(json.dumps("allowed"))
+    client.create_experiment("alice-was-here")
+    outcome["create"] = "allowed"
 except MlflowException as exc:
-    print(json.dumps(exc.error_code))
+    outcome["create"] = exc.error_code
+print(json.dumps(outcome))
 """
 
 
@@ -138,7 +144,9 @@ def test_a_student_cannot_touch_another_students_runs(
     alice = classroom.server_container("alice")
     outcome = classroom.json_in(alice, ATTACK, {"BOB_RUN": bob_run})
     # Alice's login pointed at Bob's workspace (the lab's 3.13 client reads MLFLOW_WORKSPACE).
-    outcome["bob_workspace"] = classroom.json_in(alice, BROWSE, {"MLFLOW_WORKSPACE": "bob"})
+    browse = classroom.json_in(alice, BROWSE, {"MLFLOW_WORKSPACE": "bob"})
+    assert browse["seen"] == [], browse
+    outcome["create_in_bob_workspace"] = browse["create"]
     assert "allowed" not in outcome.values(), outcome
     assert set(outcome.values()) <= {"PERMISSION_DENIED", "RESOURCE_DOES_NOT_EXIST"}, outcome
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
+import pytest
+from invoke.exceptions import ParseError
+from invoke.parser import Parser
+
 import tasks
 
 
@@ -24,3 +30,20 @@ def test_every_classroom_task_documents_its_options() -> None:
         assert task.__doc__, name
         for arg in task.get_arguments():
             assert arg.help, f"classroom.{name} --{arg.name} has no help"
+
+
+def _parsed(*argv: str) -> dict[str, object]:
+    # A copy: building the parser's contexts uses up each task's help texts (invoke pops
+    # them), which later tests read.
+    result = Parser(contexts=copy.deepcopy(tasks.ns).to_contexts()).parse_argv(list(argv))
+    return {name: arg.value for name, arg in result[0].args.items()}
+
+
+def test_optional_positionals_may_be_left_out_or_given() -> None:
+    assert _parsed("classroom.students", "list")["target"] == ""
+    assert _parsed("classroom.students", "add", "class.csv")["target"] == "class.csv"
+    assert _parsed("classroom.logs")["service"] == ""
+    assert _parsed("classroom.logs", "hub")["service"] == "hub"
+    # A required one is still required.
+    with pytest.raises(ParseError, match="action"):
+        _parsed("classroom.students")

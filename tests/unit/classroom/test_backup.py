@@ -1,0 +1,98 @@
+"""The class backup's checks that need no Docker: the file is read whole and every part's
+sha256 matches before anything changes, and it can name no volume but its class's."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from mlflow_lab.classroom import backup
+from mlflow_lab.classroom import settings as class_settings
+from mlflow_lab.classroom.settings import ClassSettings
+from mlflow_lab.core.errors import LabError
+from tests.helpers import isolate_settings
+
+PARTS = {
+    "db-mlflow.sql": b"-- runs\n",
+    "db-mlflow_auth.sql": b"-- accounts\n",
+    "artifacts.tar": b"tar",
+    "roster.json": b'{"users": {}}\n',
+    "workspace-carol.tar": b"notebooks",
+}
+
+
+@pytest.fixture
+def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ClassSettings:
+    isolate_settings(monkeypatch, tmp_path)
+    monkeypatch.setenv("LAB_CLASS_STATE_DIR", str(tmp_path / "class"))
+    monkeypatch.setenv("LAB_CLASS_STACK", "room")
+    loaded = class_settings.load(env_file=tmp_path / "no.env")
+    loaded.state_dir.mkdir(parents=True)
+    return loaded
+
+
+def write(path: Path, parts: dict[str, bytes], sums: dict[str, bytes] | None = None) -> Path:
+    """A backup of `parts`, its manifest's sha256s taken from `sums` (default: parts)."""
+    manifest = {
+        "format": backup.FORMAT,
+        "version": backup.VERSION,
+        "stack": "old-room",
+        "parts": {
+            name: {"sha256": hashlib.sha256(body).hexdigest(), "bytes": len(body)}
+            for name, body in (sums or parts).items()
+        },
+    }
+    manifest["parts"]["workspace-carol.tar"].update(  # type: ignore[index]
+        student="carol", volume="old-room_workspace-carol"
+    )
+    with tarfile.open(path, "w:gz") as tar:
+        for name, body in {"manifest.json": json.dumps(manifest).encode(), **parts}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    return path
+
+
+def test_a_whole_backup_is_unpacked_and_its_volumes_are_this_classs(
+    settings: ClassSettings, tmp_path: Path
+) -> None:
+    archive = write(tmp_path / "b.tar.gz", PARTS)
+    with backup.checked(settings, archive) as (manifest, into):
+        assert (into / "db-mlflow.sql").read_bytes() == PARTS["db-mlflow.sql"]
+        saved = manifest["parts"]["workspace-carol.tar"]["volume"]
+        assert backup.target_volume(settings, manifest, saved) == "room_workspace-carol"
+
+
+def test_a_changed_part_is_refused(settings: ClassSettings, tmp_path: Path) -> None:
+    damaged = write(tmp_path / "d.tar.gz", {**PARTS, "artifacts.tar": b"tampered"}, PARTS)
+    with (
+        pytest.raises(LabError, match=r"artifacts\.tar does not match its sha256"),
+        backup.checked(settings, damaged),
+    ):
+        pass
+
+
+@pytest.mark.parametrize(
+    "volume", ["mainlab_workspace", "old-room_workspace-../x", "old-room_workspace-"]
+)
+def test_no_volume_but_a_class_workspace(
+    settings: ClassSettings, tmp_path: Path, volume: str
+) -> None:
+    manifest = {"stack": "old-room"}
+    with pytest.raises(LabError, match="not one of its class's"):
+        backup.target_volume(settings, manifest, volume)
+
+
+def test_a_file_that_is_no_backup_is_one_line(settings: ClassSettings, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.tar.gz"
+    junk.write_bytes(b"not a tar")
+    with (
+        pytest.raises(LabError, match="is not a readable class backup"),
+        backup.checked(settings, junk),
+    ):
+        pass
