@@ -40,88 +40,9 @@ EXPERIMENT = "mlflow-lab-verify"
 KERNEL = "mlops"
 LOGS_FIX = "see `invoke classroom.logs`"
 
-# Sent to the student's container: the lab's kernel probe, pointed at the single-user
-# server's /user/NAME/ prefix, with the student's own hub token.
-KERNEL_DRIVER = f"""
-import json, os, sys
-sys.path.insert(0, {layout.tool("")!r})
-import lab_probe
-lab_probe.JUPYTER_ADDRESS = "127.0.0.1:8888" + os.environ["JUPYTERHUB_SERVICE_PREFIX"].rstrip("/")
-print(json.dumps(lab_probe.kernel_run(sys.argv[1], sys.stdin.read(), float(sys.argv[2]))))
-"""
+# In the probe student's server (docker/class-notebook/class_probe.py).
+PROBE = layout.tool("class_probe.py")
 
-TRACKING = """
-import json, os, tempfile, mlflow
-from mlflow import MlflowClient
-mlflow.set_tracking_uri("http://127.0.0.1:8080")
-mlflow.set_experiment("%(experiment)s")
-with mlflow.start_run() as run:
-    mlflow.log_param("probe", "%(payload)s")
-    mlflow.log_metric("probe_metric", 1.5)
-    mlflow.log_text("%(payload)s", "verify.txt")
-client = MlflowClient()
-got = client.get_run(run.info.run_id)
-with tempfile.TemporaryDirectory() as tmp:
-    with open(client.download_artifacts(run.info.run_id, "verify.txt", tmp)) as f:
-        text = f.read()
-print(json.dumps({
-    "run": run.info.run_id,
-    "user": os.environ.get("MLFLOW_TRACKING_USERNAME"),
-    "workspace": os.environ.get("MLFLOW_WORKSPACE"),
-    "param": got.data.params.get("probe"),
-    "metric": got.data.metrics.get("probe_metric"),
-    "artifact": text,
-}))
-"""
-
-ATTACK = """
-import json, os
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
-client = MlflowClient("http://127.0.0.1:8080")
-run_id = os.environ["PROBE_RUN"]
-outcome = {}
-for name, action in {
-    "read": lambda: client.get_run(run_id),
-    "tag": lambda: client.set_tag(run_id, "probe", "touched"),
-    "delete": lambda: client.delete_run(run_id),
-}.items():
-    try:
-        action()
-        outcome[name] = "allowed"
-    except MlflowException as exc:
-        outcome[name] = exc.error_code
-print(json.dumps(outcome))
-"""
-
-# With MLFLOW_WORKSPACE set to the other probe's workspace: the lab's 3.13 client reads
-# it from the environment (it has no mlflow.set_workspace). MLflow answers a search with
-# only what the login may read (an empty list here, not a 403); creating is refused.
-BROWSE = """
-import json
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
-client = MlflowClient("http://127.0.0.1:8080")
-outcome = {}
-try:
-    seen = client.search_experiments()
-    outcome["list their workspace"] = "allowed" if seen else "sees nothing"
-except MlflowException as exc:
-    outcome["list their workspace"] = exc.error_code
-try:
-    client.create_experiment("mlflow-lab-verify-intruder")
-    outcome["create in their workspace"] = "allowed"
-except MlflowException as exc:
-    outcome["create in their workspace"] = exc.error_code
-print(json.dumps(outcome))
-"""
-
-INTACT = """
-import json, os
-from mlflow import MlflowClient
-run = MlflowClient("http://127.0.0.1:8080").get_run(os.environ["PROBE_RUN"])
-print(json.dumps({"stage": run.info.lifecycle_stage, "tag": run.data.tags.get("probe")}))
-"""
 
 REFUSALS = {"PERMISSION_DENIED", "RESOURCE_DOES_NOT_EXIST", "sees nothing"}
 
@@ -245,8 +166,8 @@ def _json_line(text: str, what: str) -> Any:
     raise CheckFailed(f"{what} printed no result ({docker.last_line(text) or 'nothing'})")
 
 
-def _python(container: str, code: str, env: dict[str, str], what: str) -> Any:
-    result = docker.exec_in(container, "python3", "-", input=code, env=env, timeout=120)
+def _probe(container: str, args: list[str], env: dict[str, str], what: str) -> Any:
+    result = docker.exec_in(container, "python3", PROBE, *args, env=env, timeout=120)
     if not result.ok:
         raise CheckFailed(f"{what} failed: {result.last_line()}: {LOGS_FIX}")
     return _json_line(result.stdout, what)
@@ -302,12 +223,16 @@ def _tracking(run: Run) -> str:
     probe = run.probes[0]
     assert probe.session is not None
     payload = secrets.token_hex(8)
-    code = TRACKING % {"experiment": EXPERIMENT, "payload": payload}
+    # What a student's notebook cell would run: the lab guide's calls, from the probe file.
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(layout.TOOLS)!r}); import class_probe; "
+        f"print(json.dumps(class_probe.track({EXPERIMENT!r}, {payload!r})))"
+    )
     driver = docker.exec_in(
         probe.container,
         "python3",
-        "-c",
-        KERNEL_DRIVER,
+        PROBE,
+        "kernel-run",
         KERNEL,
         str(KERNEL_TIMEOUT_S),
         input=code,
@@ -346,18 +271,17 @@ def _isolation(run: Run) -> str:
         "MLFLOW_TRACKING_USERNAME": second.name,
         "MLFLOW_TRACKING_PASSWORD": second.password,
         "MLFLOW_WORKSPACE": second.name,
-        "PROBE_RUN": run.run_id,
     }
-    outcome = _python(first.container, ATTACK, env, f"{second.name}'s client")
+    outcome = _probe(first.container, ["attack", run.run_id], env, f"{second.name}'s client")
     browse_env = {**env, "MLFLOW_WORKSPACE": first.name}
-    outcome.update(_python(first.container, BROWSE, browse_env, f"{second.name}'s client"))
+    outcome.update(_probe(first.container, ["browse"], browse_env, f"{second.name}'s client"))
     let_in = sorted(k for k, v in outcome.items() if v not in REFUSALS)
     if let_in:
         raise CheckFailed(
             f"{second.name}'s MLflow login could {', '.join(let_in)} {first.name}'s run "
             f"({outcome}): check the student role's grants in class_accounts.py"
         )
-    intact = _python(first.container, INTACT, {"PROBE_RUN": run.run_id}, "the run's owner")
+    intact = _probe(first.container, ["intact", run.run_id], {}, "the run's owner")
     if intact != {"stage": "active", "tag": None}:
         raise CheckFailed(f"{first.name}'s run was changed by {second.name}: {intact}")
     codes = ", ".join(f"{k} {v}" for k, v in outcome.items())

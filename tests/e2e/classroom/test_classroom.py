@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,42 +101,9 @@ def test_two_students_run_the_lab_at_once_each_in_their_workspace(
     )
 
 
-ATTACK = """
-import json, os, mlflow
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
-client = MlflowClient()
-bob_run = os.environ["BOB_RUN"]
-outcome = {}
-for name, action in {
-    "get_run": lambda: client.get_run(bob_run),
-    "set_tag": lambda: client.set_tag(bob_run, "x", "y"),
-    "delete_run": lambda: client.delete_run(bob_run),
-}.items():
-    try:
-        action()
-        outcome[name] = "allowed"
-    except MlflowException as exc:
-        outcome[name] = exc.error_code
-print(json.dumps(outcome))
-"""
-
-
-# MLflow answers a search with only what the login may read: in Bob's workspace Alice's
-# search succeeds with nothing in it (no 403), and creating there is refused.
-BROWSE = """
-import json
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
-client = MlflowClient()
-outcome = {"seen": [e.name for e in client.search_experiments()]}
-try:
-    client.create_experiment("alice-was-here")
-    outcome["create"] = "allowed"
-except MlflowException as exc:
-    outcome["create"] = exc.error_code
-print(json.dumps(outcome))
-"""
+# The class's own isolation probe (docker/class-notebook/class_probe.py), run in Alice's
+# server with her login: what her MLflow client may do to Bob's run and in his workspace.
+PROBE = "/usr/local/lib/mlflow-lab/class_probe.py"
 
 
 def test_a_student_cannot_touch_another_students_runs(
@@ -142,13 +111,27 @@ def test_a_student_cannot_touch_another_students_runs(
 ) -> None:
     bob_run = classroom.as_instructor(RUNS_BY_WORKSPACE)["bob"]["runs"][0]
     alice = classroom.server_container("alice")
-    outcome = classroom.json_in(alice, ATTACK, {"BOB_RUN": bob_run})
-    # Alice's login pointed at Bob's workspace (the lab's 3.13 client reads MLFLOW_WORKSPACE).
-    browse = classroom.json_in(alice, BROWSE, {"MLFLOW_WORKSPACE": "bob"})
-    assert browse["seen"] == [], browse
-    outcome["create_in_bob_workspace"] = browse["create"]
+    outcome = probe_in(alice, "attack", bob_run)
+    # Alice's login pointed at Bob's workspace (the lab's 3.13 client reads MLFLOW_WORKSPACE):
+    # MLflow answers a search with only what she may read (nothing), creating is refused.
+    browse = probe_in(alice, "browse", env={"MLFLOW_WORKSPACE": "bob"})
+    assert browse.pop("list their workspace") == "sees nothing", browse
+    outcome.update(browse)
     assert "allowed" not in outcome.values(), outcome
     assert set(outcome.values()) <= {"PERMISSION_DENIED", "RESOURCE_DOES_NOT_EXIST"}, outcome
+
+
+def probe_in(container: str, *args: str, env: dict[str, str] | None = None) -> Any:
+    flags = [a for key, value in (env or {}).items() for a in ("--env", f"{key}={value}")]
+    done = subprocess.run(
+        ["docker", "exec", *flags, container, "python3", PROBE, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_a_wrong_password_gets_no_server(classroom: Classroom, enrolled: dict[str, str]) -> None:
