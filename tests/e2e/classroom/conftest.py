@@ -169,9 +169,10 @@ def cleanup(env: dict[str, str], stack: str, swarm_before: str, gwbridge_before:
             docker("network", "rm", "docker_gwbridge", check=False)
 
 
-# One class for the whole session (every module here uses it): a deploy, and the destroy
-# at the end, cost about a minute each.
-@pytest.fixture(scope="session")
+# One class for this package (every module here uses it): a deploy, and the destroy at the
+# end, cost about a minute each. Package, not session: the lab's tests that follow must find
+# the engine as it was (no swarm, no class containers: the engine-restart test needs that).
+@pytest.fixture(scope="package")
 def classroom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Classroom]:
     state = tmp_path_factory.mktemp("class-state")
     stack = f"mlflow-class-e2e-{os.getpid()}"
