@@ -78,6 +78,10 @@ def _process_restart() -> Callable[[], None] | None:
         )
         cwd = os.readlink(proc / "cwd")
         log = os.readlink(proc / "fd" / "1")
+        if not Path(cwd).is_dir():
+            # Its folder was deleted after it started (Linux shows "PATH (deleted)"): the
+            # engine does not need it, and a restart must not fail on it.
+            cwd = "/"
     except (PermissionError, FileNotFoundError, ProcessLookupError):
         return None
 
