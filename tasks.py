@@ -210,15 +210,22 @@ def doctor(c: Context, json_: bool = False) -> None:
     doctor_module.show(doctor_module.run(settings.load()), as_json=json_, command="invoke doctor")
 
 
-@task(help={"output": "The file to write, e.g. mlflow-lab.bundle (replaced when it exists)."})
+@task(
+    help={
+        "output": "The file to write, e.g. mlflow-lab.bundle (replaced when it exists).",
+        "classroom": "Also carry the class's images (hub, mlflow, db, notebook) for an "
+        "offline `invoke classroom.up --no-build`.",
+    }
+)
 @_one_line_errors
-def bundle(c: Context, output: str) -> None:
+def bundle(c: Context, output: str, classroom: bool = False) -> None:
     """Write one file with all `invoke up` needs offline: images, lab material, manifest.
 
     Builds the images first when they are out of date and fetches the course repo
-    when the network allows. On each classroom machine: `invoke load FILE`, then `up`.
+    when the network allows. On each classroom machine: `invoke load FILE`, then `up`
+    (or, with --classroom, `classroom.up --no-build` on the class's server).
     """
-    bundle_module.create(settings.load(), Path(output))
+    bundle_module.create(settings.load(), Path(output), classroom=classroom)
 
 
 @task(
@@ -231,8 +238,9 @@ def bundle(c: Context, output: str) -> None:
 def load(c: Context, file: str, sha256: str = "") -> None:
     """Check a bundle's every checksum, then load its images and course repo.
 
-    A damaged bundle changes nothing. Afterwards `invoke up` needs no network and
-    builds nothing. A bundle is code: load only one from someone you trust.
+    A damaged bundle changes nothing. Afterwards `invoke up` (and, for a bundle made
+    with --classroom, `classroom.up --no-build`) needs no network and builds nothing.
+    A bundle is code: load only one from someone you trust.
     """
     bundle_module.load(settings.load(), Path(file), sha256=sha256 or None)
 

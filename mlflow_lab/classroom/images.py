@@ -31,12 +31,15 @@ def inputs_digest(name: str, extra: str = "") -> str:
     return lab_images.files_digest(IMAGE_INPUTS[name], extra)
 
 
-def _wanted(settings: ClassSettings, name: str) -> str:
+def wanted_label(name: str, jupyter_id: str | None) -> str:
+    """The inputs label image `name` is built with, beside this jupyter image (ID or None)."""
     # The student image also follows the lab's jupyter image it is built on.
-    extra = ""
-    if name == "notebook":
-        extra = docker.image_id(_jupyter_image(settings)) or "absent"
-    return inputs_digest(name, extra)
+    return inputs_digest(name, (jupyter_id or "absent") if name == "notebook" else "")
+
+
+def _wanted(settings: ClassSettings, name: str) -> str:
+    jupyter_id = docker.image_id(_jupyter_image(settings)) if name == "notebook" else None
+    return wanted_label(name, jupyter_id)
 
 
 def _jupyter_image(settings: ClassSettings) -> str:

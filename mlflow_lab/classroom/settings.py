@@ -11,7 +11,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -133,6 +133,11 @@ class ClassSettings:
     @property
     def course_dir(self) -> Path:
         return self.state_dir / "course"
+
+    @property
+    def course_lab(self) -> lab_settings.Settings:
+        """The lab's settings with the class's state dir: the class's course repo cache."""
+        return replace(self.lab, state_dir=self.state_dir)
 
     def image(self, name: str) -> str:
         return f"mlflow-lab/class-{name}:{self.lab.image_tag}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
@@ -55,8 +54,7 @@ def _port_check(settings: ClassSettings) -> None:
 
 def _course_env(settings: ClassSettings) -> tuple[dict[str, str], str | None]:
     """Fetch the course repo into the class's cache; the stack's variables and a warning."""
-    lab = dataclasses.replace(settings.lab, state_dir=settings.state_dir)
-    fetched = course.fetch_course_repo(lab)
+    fetched = course.fetch_course_repo(settings.course_lab)
     env = {"CLASS_COURSE_CACHE": "", "CLASS_COURSE_NAME": ""}
     if fetched.cache is not None:
         env = {
@@ -80,7 +78,11 @@ def up(
     """Swarm, state, images, deploy; return once the hub and MLflow answer."""
     if not CLASSROOM_FILE.is_file():
         raise LabError(f"{CLASSROOM_FILE.name} is missing: restore it from the repository")
-    # The port first: a class that cannot be reached must not leave a swarm behind.
+    # The images and the port first: a class that cannot start or be reached must not
+    # leave a swarm behind.
+    todo = images.stale(settings)
+    if todo and not build:
+        raise LabError(_no_build_line(settings, todo))
     _port_check(settings)
     if swarm.ensure_manager(init=init):
         print(
@@ -89,12 +91,6 @@ def up(
         )
     for name in state.ensure(settings):
         print(f"Generated the class's {name} (kept in {settings.secrets_dir}).")
-    todo = images.stale(settings)
-    if todo and not build:
-        raise LabError(
-            f"the class images {', '.join(todo)} are missing or out of date: run without "
-            "--no-build, or `invoke bundle --classroom` / `invoke load` them"
-        )
     images.build(settings, todo, verbose=verbose)
     course_env, warning = _course_env(settings)
     if warning:
@@ -103,6 +99,20 @@ def up(
     swarm.deploy(settings.stack, CLASSROOM_FILE, stack_env(settings, course_env))
     wait_ready(settings)
     print_ready(settings)
+
+
+def _no_build_line(settings: ClassSettings, stale: list[str]) -> str:
+    """Why --no-build cannot go on: the first missing image (else the first out of date)."""
+    missing = [name for name in stale if docker.image_id(settings.image(name)) is None]
+    first, *rest = missing or stale
+    what = "missing here" if missing else "out of date (built from other files)"
+    also = f" (so are {', '.join(rest)})" if rest else ""
+    return (
+        f"the class image {settings.image(first)} is {what}{also}, and --no-build forbids "
+        "building it: "
+        "`invoke bundle --classroom` on a machine that has them makes a bundle with the "
+        "class's images (then `invoke load FILE` here), or run without --no-build"
+    )
 
 
 def wait_ready(settings: ClassSettings, timeout: float = READY_TIMEOUT_S) -> None:

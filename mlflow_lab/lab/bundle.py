@@ -2,16 +2,19 @@
 
 A bundle is a plain (uncompressed) tar, so `tar tvf` lists it, holding:
 
-- `images.tar.zst`: `docker save` of both lab images, compressed with `zstd -T0 -3`
-  (measured on 2 cores: faster than `gzip -1` and a fifth smaller); `images.tar.gz`
-  with `gzip -1` where zstd is not installed;
+- `images.tar.zst`: ONE `docker save` of both lab images (with `--classroom`, of the
+  class's four too: one save stores the layers they share, the student image's 2 GB
+  of jupyter layers among them, once), compressed with `zstd -T0 -3` (measured on 2
+  cores: faster than `gzip -1` and a fifth smaller); `images.tar.gz` with `gzip -1`
+  where zstd is not installed;
 - `lab/`: the bundled lab as the Jupyter image carries it, readable without Docker;
 - `course/course.bundle`: the course branch as a `git bundle` (objects and one ref; no
   config, no hooks: a git folder's own config can run commands on the host);
 - `datasets/`: the datasets notebooks fetch at run time, as scikit-learn's fetchers left
   them in LAB_STATE_DIR/datasets (mlflow_lab/lab/datasets.py), when any was fetched;
-- `manifest.json`, last: versions, image IDs and build inputs, the course commit, and the
-  size and sha256 of every other member.
+- `manifest.json`, last: the mode (`lab`, or `classroom` with the class images),
+  versions, image IDs and build inputs, the course commit, and the size and sha256 of
+  every other member.
 
 The manifest comes last because the images member's size and checksum are known only
 once it is written. `load` reads the file once: it checks every checksum while it
@@ -43,6 +46,8 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO
 
 from mlflow_lab import PROJECT_ROOT
+from mlflow_lab.classroom import bundled as class_bundled
+from mlflow_lab.classroom import settings as class_settings
 from mlflow_lab.core import docker, versions
 from mlflow_lab.core.errors import LabError
 from mlflow_lab.core.settings import Settings
@@ -50,7 +55,16 @@ from mlflow_lab.lab import course, datasets, images
 from mlflow_lab.lab.compose import JUPYTER, SERVICES, LabCompose
 
 FORMAT = "mlflow-lab-bundle"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+# Version 2 is version 3 without a mode: the lab's images only.
+READABLE_VERSIONS = (2, FORMAT_VERSION)
+LAB, CLASSROOM = "lab", "classroom"
+# The images each mode carries, by manifest key, in `docker save` order.
+MODE_IMAGES: dict[str, tuple[str, ...]] = {
+    LAB: SERVICES,
+    CLASSROOM: (*SERVICES, *class_bundled.KEYS),
+}
+MODE_WORDS = {LAB: "the lab's images", CLASSROOM: "the lab's and the class's images"}
 MANIFEST_NAME = "manifest.json"
 MANIFEST_MAX_BYTES = 16 << 20
 LAB_DIR = PROJECT_ROOT / "lab"
@@ -92,7 +106,7 @@ class Member:
 
 @dataclass(frozen=True)
 class Image:
-    service: str
+    service: str  # the manifest key: a lab service, or class-hub, ... (MODE_IMAGES)
     name: str
     id: str
     inputs: str
@@ -119,11 +133,13 @@ class Manifest:
     images: tuple[Image, ...]
     course: Course
     members: dict[str, Member]
+    mode: str = LAB  # or CLASSROOM: the class's images too
 
     def document(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
+            "mode": self.mode,
             "created": self.created,
             "tool": {
                 "name": "mlflow-lab",
@@ -157,6 +173,9 @@ class Manifest:
     def codec(self) -> Codec:
         return next(c for c in CODECS if c.name == self.compression)
 
+    def image(self, key: str) -> Image:
+        return next(i for i in self.images if i.service == key)
+
 
 class ManifestError(Exception):
     """What is wrong with a manifest; the caller names the file and the fix."""
@@ -181,18 +200,25 @@ def parse_manifest(document: Any) -> Manifest:
     if _get(document, "format", str) != FORMAT:
         raise ManifestError(f"its manifest's format is {document.get('format')!r}, not {FORMAT}")
     version = _get(document, "format_version", int)
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ManifestError(
-            f"it is bundle format {version}, this mlflow-lab reads {FORMAT_VERSION}"
+            f"it is bundle format {version}, this mlflow-lab reads "
+            f"{' and '.join(map(str, READABLE_VERSIONS))}"
         )
+    mode = _get(document, "mode", str) if version >= 3 else LAB
+    if mode not in MODE_IMAGES:
+        raise ManifestError(f"manifest.json names an unknown mode {mode!r}")
+    keys = MODE_IMAGES[mode]
     tool = _get(document, "tool", dict)
     images_doc = _get(document, "images", dict)
     compression = _get(images_doc, "compression", str)
     if compression not in {c.name for c in CODECS}:
         raise ManifestError(f"manifest.json names an unknown compression {compression!r}")
     services = _get(images_doc, "services", dict)
-    if set(services) != set(SERVICES):
-        raise ManifestError(f"manifest.json lists images {sorted(services)}, not {list(SERVICES)}")
+    if set(services) != set(keys):
+        raise ManifestError(
+            f"manifest.json lists images {sorted(services)}, not the {mode} mode's {list(keys)}"
+        )
     bundled = tuple(
         Image(
             service,
@@ -200,7 +226,7 @@ def parse_manifest(document: Any) -> Manifest:
             _get(services[service], "id", str),
             _get(services[service], "inputs", str),
         )
-        for service in SERVICES
+        for service in keys
     )
     course_doc = _get(document, "course", dict)
     bundled_course = Course(
@@ -219,6 +245,7 @@ def parse_manifest(document: Any) -> Manifest:
         else:
             members[name] = Member(_get(entry, "size", int), _get(entry, "sha256", str))
     manifest = Manifest(
+        mode=mode,
         created=_get(document, "created", str),
         tool_version=_get(tool, "version", str),
         tool_commit=_get(tool, "commit", str, optional=True),
@@ -602,7 +629,8 @@ def _saved_images(names: list[str], codec: Codec, raw_bytes: list[int]) -> Itera
             raise LabError(f"{codec.name} failed ({_last_line(comp_err.read(), 'no output')})")
 
 
-def _bundled_images(settings: Settings) -> tuple[Image, ...]:
+def _bundled_images(settings: Settings, mode: str) -> tuple[Image, ...]:
+    """The images of `mode`, each built first when it is missing or out of date."""
     compose = LabCompose(settings)
     stale = images.stale_images(compose)
     if stale:
@@ -610,13 +638,16 @@ def _bundled_images(settings: Settings) -> tuple[Image, ...]:
         images.build(settings, stale)
         if images.stale_images(compose):
             raise LabError("the images still do not match this checkout after the build")
+    wanted = [(service, compose.image(service)) for service in SERVICES]
+    if mode == CLASSROOM:
+        # After the lab's: the student image's label follows the jupyter image's ID.
+        wanted += class_bundled.ensure_built(settings)
     found = []
-    for service in SERVICES:
-        name = compose.image(service)
+    for key, name in wanted:
         image_id, inputs = docker.image_id(name), images.image_label(name)
         if image_id is None or inputs is None:
             raise LabError(f"the image {name} vanished during the bundle: run the command again")
-        found.append(Image(service, name, image_id, inputs))
+        found.append(Image(key, name, image_id, inputs))
         print(f"  {name}: {image_id[:19]} (inputs {found[-1].inputs})")
     return tuple(found)
 
@@ -663,6 +694,7 @@ def write_bundle(
     course_bundle: Path | None,
     lab_dir: Path = LAB_DIR,
     datasets_dir: Path | None = None,
+    mode: str = LAB,
 ) -> Manifest:
     """Every member, then the manifest; raw_bytes[0] is the uncompressed images' size."""
     writer = Writer(out)
@@ -678,6 +710,7 @@ def write_bundle(
         writer.add_tree(datasets.BUNDLE_PREFIX, datasets_dir)
     version, commit = tool_version()
     manifest = Manifest(
+        mode=mode,
         created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         tool_version=version,
         tool_commit=commit,
@@ -701,8 +734,10 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def create(settings: Settings, output: Path) -> None:
-    """Write the bundle to `output` (replaced only once the new one is complete)."""
+def create(settings: Settings, output: Path, *, classroom: bool = False) -> None:
+    """Write the bundle to `output` (replaced only once the new one is complete); with
+    `classroom`, the class's images too."""
+    mode = CLASSROOM if classroom else LAB
     output = output.expanduser().absolute()
     if not output.parent.is_dir():
         raise LabError(f"{output.parent}: no such folder: create it or choose another --output")
@@ -713,8 +748,8 @@ def create(settings: Settings, output: Path) -> None:
         raise LabError("neither zstd nor gzip is installed: install zstd (`apt-get install zstd`)")
     docker.engine_version()
     began = time.monotonic()
-    print("[1/4] Images")
-    bundled = _bundled_images(settings)
+    print(f"[1/4] Images: {MODE_WORDS[mode]}")
+    bundled = _bundled_images(settings, mode)
     for line in datasets.fetch(settings, bundled[SERVICES.index(JUPYTER)].name):
         print(f"  {line}" if not line.startswith("warning:") else line)
     datasets_dir = datasets.bundle_dir(settings)
@@ -737,6 +772,7 @@ def create(settings: Settings, output: Path) -> None:
                     course_entry,
                     course_bundle,
                     datasets_dir=datasets_dir,
+                    mode=mode,
                 )
         partial.replace(output)
     except OSError as exc:
@@ -749,10 +785,11 @@ def create(settings: Settings, output: Path) -> None:
     finally:
         partial.unlink(missing_ok=True)
     size = output.stat().st_size
+    then = "`invoke up`" + (" or `invoke classroom.up --no-build`" if classroom else "")
     print(
-        f"Wrote {output}: {_human(size)} ({size} bytes) in {time.monotonic() - began:.0f} s, "
-        f"sha256 {file_sha256(output)}. On each machine: `invoke load {output.name}` (add "
-        "`--sha256 HEX` to check the copy), then `invoke up`."
+        f"Wrote {output} ({MODE_WORDS[mode]}): {_human(size)} ({size} bytes) in "
+        f"{time.monotonic() - began:.0f} s, sha256 {file_sha256(output)}. On each machine: "
+        f"`invoke load {output.name}` (add `--sha256 HEX` to check the copy), then {then}."
     )
 
 
@@ -763,19 +800,33 @@ def _images_present(manifest: Manifest) -> bool:
     return all(docker.image_id(i.name) == i.id for i in manifest.images)
 
 
+def _expected(image: Image, manifest: Manifest, settings: Settings) -> tuple[str, str, str]:
+    """The name and inputs label this checkout and its settings want for a bundled image,
+    and the command that would rebuild it otherwise."""
+    if image.service in SERVICES:
+        name = LabCompose(settings).image(image.service)
+        return name, images.inputs_digest(image.service), "invoke up"
+    room = class_settings.load(lab=settings)
+    name = room.image(class_bundled.image_of(image.service))
+    inputs = class_bundled.expected_inputs(image.service, manifest.image(JUPYTER).id)
+    return name, inputs, "invoke classroom.up"
+
+
 def check_fits(manifest: Manifest, settings: Settings, path: Path) -> None:
     """Whether this checkout and its settings are the ones the bundle was made for."""
     made_by = f"mlflow-lab {manifest.tool_version}" + (
         f" at commit {manifest.tool_commit[:12]}" if manifest.tool_commit else ""
     )
     for image in manifest.images:
-        if image.inputs != images.inputs_digest(image.service):
+        wanted, inputs, user = _expected(image, manifest, settings)
+        if image.inputs != inputs:
             raise LabError(
                 f"{path} was made by another version of mlflow-lab ({made_by}): its "
-                f"{image.service} image would be rebuilt by `invoke up`; load it with that "
+                f"{image.service} image would be rebuilt by `{user}`; load it with that "
                 "version's checkout"
             )
-        wanted = f"mlflow-lab/{image.service}:{settings.image_tag}"
+        if image.name.rsplit(":", 1)[0] != wanted.rsplit(":", 1)[0]:
+            raise _foreign(path, manifest, image.name)
         if image.name != wanted:
             raise LabError(
                 f"{path} holds {image.name}, but LAB_IMAGE_TAG here asks for {wanted}: set "
@@ -851,20 +902,27 @@ def image_tags(staged: Path, codec: Codec) -> tuple[set[str], set[str]]:
     return tags, ids
 
 
+def _foreign(path: Path, manifest: Manifest, image: str) -> LabError:
+    owners = "the lab's" if manifest.mode == LAB else "the lab's or the class's"
+    return LabError(
+        f"{path} carries images that are not {owners} ({image}): it was not made by "
+        "`invoke bundle`; nothing was loaded, use a bundle from someone you trust"
+    )
+
+
 def check_images(staged: Path, manifest: Manifest, path: Path) -> None:
-    """Only the lab's own images, with the IDs the manifest names: anything else in the
-    stream would be tagged on this machine by `docker load`."""
+    """Only the images of the bundle's mode (the lab's; with --classroom the class's too),
+    with the IDs the manifest names: anything else in the stream would be tagged on this
+    machine by `docker load`."""
     try:
         tags, ids = image_tags(staged, manifest.codec())
     except ValueError as exc:
         raise damaged(path, str(exc)) from None
+    # The manifest's names were checked against this machine's (check_fits) first.
     wanted_tags = {i.name for i in manifest.images}
     foreign = sorted(tags - wanted_tags) or sorted(ids - {i.id for i in manifest.images})
     if foreign:
-        raise LabError(
-            f"{path} carries images that are not the lab's ({foreign[0]}): it was not made by "
-            "`invoke bundle`; nothing was loaded, use a bundle from someone you trust"
-        )
+        raise _foreign(path, manifest, foreign[0])
     if ids != {i.id for i in manifest.images} or tags != wanted_tags:
         raise damaged(path, "its images are not the ones its manifest names")
 
@@ -940,9 +998,12 @@ def make_cache(staged_bundle: Path, manifest: Manifest, settings: Settings, into
     _git_checked(["fsck", "--connectivity-only", "--no-progress"], into, "fsck", path)
 
 
-def _place_course(staged_bundle: Path, manifest: Manifest, settings: Settings) -> None:
-    """A cache made from the bundle replaces this machine's, whole; the first `up` will
-    not fetch."""
+def _place_course(
+    staged_bundle: Path, manifest: Manifest, settings: Settings, *, lab: bool = True
+) -> None:
+    """A cache made from the bundle replaces this machine's, whole. The lab's (`lab`) gets
+    a note that the first `up` is not to fetch it; the class's cache is fetched on every
+    `classroom.up` and falls back to this copy offline."""
     target = course.cache_path(settings)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
@@ -957,11 +1018,12 @@ def _place_course(staged_bundle: Path, manifest: Manifest, settings: Settings) -
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+    commit = str(manifest.course.commit)[:12]
+    if not lab:
+        print(f"  {target} at {commit} (the class's copy, used while offline)")
+        return
     course.bundle_marker(target).write_text(f"{manifest.course.commit}\n", encoding="utf-8")
-    print(
-        f"  {target} at {str(manifest.course.commit)[:12]} (the first `invoke up` will not "
-        "fetch it)"
-    )
+    print(f"  {target} at {commit} (the first `invoke up` will not fetch it)")
 
 
 def _staging(settings: Settings) -> Path:
@@ -990,12 +1052,22 @@ def load(settings: Settings, path: Path, sha256: str | None = None) -> None:
         check_fits(manifest, settings, path)
         print(
             f"  made {manifest.created} by mlflow-lab {manifest.tool_version}, "
-            f"MLflow {manifest.mlflow_version}"
+            f"MLflow {manifest.mlflow_version}; it holds {MODE_WORDS[manifest.mode]}"
         )
         _load_staged(settings, path, manifest, stage)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    print(f"Loaded {path.name}: `invoke up` now starts the lab without network or builds.")
+    if manifest.mode == CLASSROOM:
+        print(
+            f"Loaded {path.name} ({MODE_WORDS[manifest.mode]}): `invoke up` starts the lab, "
+            "`invoke classroom.up --no-build` the class, without network or builds."
+        )
+    else:
+        print(
+            f"Loaded {path.name} ({MODE_WORDS[manifest.mode]} only): `invoke up` now starts "
+            "the lab without network or builds (for a class, `invoke bundle --classroom` "
+            "makes a bundle with the class's images too)."
+        )
 
 
 def _replace_tree(checked: Path, target: Path) -> None:
@@ -1013,7 +1085,10 @@ def _load_staged(settings: Settings, path: Path, manifest: Manifest, stage: Path
     try:
         print("[2/3] Images")
         if _images_present(manifest):
-            print("  both images are already here, with the same IDs: nothing to load")
+            print(
+                f"  all {len(manifest.images)} images are already here, with the same IDs: "
+                "nothing to load"
+            )
         else:
             staged = stage / STAGED[manifest.images_member]
             check_images(staged, manifest, path)
@@ -1034,6 +1109,9 @@ def _load_staged(settings: Settings, path: Path, manifest: Manifest, stage: Path
             )
         else:
             _place_course(stage / STAGED[COURSE_MEMBER], manifest, settings)
+            if manifest.mode == CLASSROOM:
+                room = class_settings.load(lab=settings)
+                _place_course(stage / STAGED[COURSE_MEMBER], manifest, room.course_lab, lab=False)
         if (stage / datasets.BUNDLE_PREFIX).is_dir():
             _replace_tree(stage / datasets.BUNDLE_PREFIX, settings.datasets_cache_dir)
             print(f"  datasets: {datasets.describe(settings)}")
