@@ -322,3 +322,18 @@ def test_no_build_names_the_missing_class_image_and_the_bundle_that_has_it(
     assert all(c.argv[:3] == ["docker", "image", "inspect"] for c in fake_docker.calls), (
         "nothing else happens first: no swarm, no port probe"
     )
+
+
+def test_the_space_check_counts_the_class_images_in_the_one_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = manifest_of(classroom_images(), bundle.CLASSROOM)
+    present = {i.name for i in manifest.images[:2]}  # the lab's are here, the class's not
+    monkeypatch.setattr(docker, "image_id", lambda name: next(
+        (i.id for i in manifest.images if i.name == name and name in present), None
+    ))  # fmt: skip
+    monkeypatch.setattr(docker, "free_space", lambda: ("/var/lib/docker", manifest.images_size - 1))
+    with pytest.raises(LabError, match=r"the images need up to 7 B on /var/lib/docker"):
+        bundle.check_fits(manifest, settings.load(), tmp_path / "class.bundle")
+    monkeypatch.setattr(docker, "free_space", lambda: ("/var/lib/docker", manifest.images_size))
+    bundle.check_fits(manifest, settings.load(), tmp_path / "class.bundle")
