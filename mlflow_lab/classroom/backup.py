@@ -9,6 +9,12 @@ and size of each part) and the parts:
 - `workspace-USER.tar`: each student's workspace volume (notebooks);
 - `roster.json`: the hub's accounts (hashes only; without them nobody could log in).
 
+Not in it: the hub's database (`hub-data`): the hub makes each user again at their next
+login from the roster, with a fresh auth_state (MLflow password) that the class's own
+hub-crypt-key encrypts; only browser sessions and students' own API tokens are lost. The
+students' passwords are the backup's (roster and MLflow accounts travel together); the
+instructor's stays this class's secret (class_serve.py gives it to MLflow's admin).
+
 Volumes are read and written by one-off containers of the class's db image (tar is in
 it), so the host needs no access to Docker's volumes. The database parts come first: a
 run is written after its artifacts, so the artifact snapshot never misses a file the

@@ -49,15 +49,26 @@ SETTINGS: tuple[Setting, ...] = (
         "./.class-state",
     ),
     Setting("LAB_CLASS_INSTRUCTOR", "The instructor's username (hub admin and MLflow admin)."),
-    Setting("LAB_CLASS_CPU_LIMIT", "CPUs each student server may use (e.g. 1.0)."),
-    Setting("LAB_CLASS_MEM_LIMIT", "Memory each student server may use (e.g. 2G, 512M)."),
+    Setting(
+        "LAB_CLASS_CPU_LIMIT",
+        "CPUs each student server may use, from 0.1 to this machine's cores (e.g. 1.0).",
+    ),
+    Setting(
+        "LAB_CLASS_MEM_LIMIT",
+        "Memory each student server may use, from 256M to this machine's memory (e.g. 2G, 512M).",
+    ),
     Setting(
         "LAB_CLASS_IDLE_MINUTES",
-        "Idle student servers are stopped after this many minutes (their work is kept).",
+        "Idle student servers are stopped after this many minutes, 1 to 10080 "
+        "(their work is kept).",
     ),
     Setting("LAB_CLASS_MLFLOW_WORKERS", "Worker processes of the class's MLflow server."),
-    Setting("LAB_CLASS_TLS_CERT", "PEM certificate for HTTPS; empty means plain HTTP (warned)."),
-    Setting("LAB_CLASS_TLS_KEY", "PEM private key of LAB_CLASS_TLS_CERT."),
+    Setting(
+        "LAB_CLASS_TLS_CERT",
+        "PEM certificate for HTTPS (checked against its key before anything is deployed); "
+        "empty means plain HTTP (warned).",
+    ),
+    Setting("LAB_CLASS_TLS_KEY", "Unencrypted PEM private key of LAB_CLASS_TLS_CERT."),
 )
 SETTING_NAMES = frozenset(s.name for s in SETTINGS)
 SECRET_NAMES = (

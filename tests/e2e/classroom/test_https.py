@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -29,6 +30,13 @@ def login_page_status(url: str, cert: Path) -> int:
         return int(response.status)
 
 
+def stop_server(admin: Hub, user: str) -> None:
+    admin.api("DELETE", f"/users/{user}/server", ok=(400, 404))
+    deadline = time.monotonic() + 120
+    while admin.api("GET", f"/users/{user}").get("servers") and time.monotonic() < deadline:
+        time.sleep(1)
+
+
 def test_https_with_the_instructors_certificate_then_plain_http_again(
     classroom: Classroom, tmp_path: Path
 ) -> None:
@@ -43,6 +51,8 @@ def test_https_with_the_instructors_certificate_then_plain_http_again(
         assert login_page_status(https_url, cert) == 200
         session = Hub(https_url, cafile=cert)
         assert session.login("instructor", instructor)
+        # A login starts the user's server; this test needs none running across the switch.
+        stop_server(Hub(https_url, classroom.secret("hub-api-token"), cert), "instructor")
         assert not Hub(classroom.url).answers(), "the hub's port still answers plain HTTP"
         report = json.loads(classroom.invoke("classroom.status", "--json").stdout)
         assert report["https"] and report["hub_url"] == https_url
@@ -56,3 +66,4 @@ def test_https_with_the_instructors_certificate_then_plain_http_again(
     assert WARNING in back.stdout
     assert not (classroom.state_dir / "hub" / "tls").exists()
     assert Hub(classroom.url).login("instructor", instructor)
+    stop_server(classroom.admin(), "instructor")
