@@ -34,6 +34,7 @@ __all__ = [
     "fake_california_archive",
     "free_port",
     "isolate_settings",
+    "self_signed_cert",
     "served_folder",
     "wait_until",
 ]
@@ -310,3 +311,17 @@ def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", "--lazy", str(folder)], check=False)
+
+
+def self_signed_cert(folder: Path, name: str = "hub") -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its unencrypted key (openssl CLI: the
+    dev requirements have no crypto library, and every Debian has openssl)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / f"{name}.crt", folder / f"{name}.key"
+    argv = [
+        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+        "-addext", "subjectAltName=IP:127.0.0.1",
+    ]  # fmt: skip
+    subprocess.run(argv, capture_output=True, check=True)
+    return cert, key

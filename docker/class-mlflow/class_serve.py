@@ -49,10 +49,33 @@ def allowed_hosts() -> str:
     return "localhost,localhost:*,127.0.0.1,127.0.0.1:*,mlflow,mlflow:*"
 
 
+def sync_admin_password(admin: str, password: str) -> bool:
+    """Give MLflow's admin this class's instructor password when the accounts database
+    has another one; True when it changed.
+
+    MLflow sets the admin's password only when it creates the admin. A restored backup of
+    another class brings that class's admin password, and the instructor and the host
+    tools (which log in with this class's secret) would be locked out. The secret is the
+    one source of the instructor's password, so it wins at every start.
+    """
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore()
+    store.init_db(database_uri("mlflow_auth"))
+    if not store.has_user(admin, use_primary=True):
+        return False  # a new class: the server creates its admin with this password
+    if store.authenticate_user(admin, password, use_primary=True):
+        return False
+    store.update_user(admin, password=password, is_admin=True)
+    return True
+
+
 def main() -> None:
     admin = os.environ.get("LAB_CLASS_INSTRUCTOR", "instructor")
     AUTH_CONFIG.write_text(auth_config(admin), encoding="utf-8")
     AUTH_CONFIG.chmod(0o600)
+    if sync_admin_password(admin, secret("instructor-password")):
+        print(f"MLflow's admin {admin} now has this class's instructor password.", flush=True)
     os.environ.update(
         {
             "MLFLOW_AUTH_CONFIG_PATH": str(AUTH_CONFIG),

@@ -49,7 +49,6 @@ def secret(name: str) -> str:
 
 
 # -- the hub and its proxy ---------------------------------------------------------------
-c.JupyterHub.bind_url = "http://:8000"
 c.JupyterHub.hub_bind_url = "http://0.0.0.0:8081"
 # Student servers call the hub back by its service name on the class network.
 c.JupyterHub.hub_connect_url = "http://hub:8081"
@@ -60,10 +59,12 @@ c.ConfigurableHTTPProxy.command = ["configurable-http-proxy"]
 # gone and shows them stopped.
 c.JupyterHub.cleanup_servers = False
 cert, key = CLASS_DIR / "tls" / "cert.pem", CLASS_DIR / "tls" / "key.pem"
-if cert.is_file() and key.is_file():
+tls = cert.is_file() and key.is_file()
+if tls:
     # The proxy serves HTTPS with the instructor's certificate (LAB_CLASS_TLS_CERT/KEY).
     c.JupyterHub.ssl_cert = str(cert)
     c.JupyterHub.ssl_key = str(key)
+c.JupyterHub.bind_url = f"{'https' if tls else 'http'}://:8000"
 
 # -- logins --------------------------------------------------------------------------------
 c.JupyterHub.authenticator_class = "roster_auth.RosterAuthenticator"

@@ -9,6 +9,12 @@ and size of each part) and the parts:
 - `workspace-USER.tar`: each student's workspace volume (notebooks);
 - `roster.json`: the hub's accounts (hashes only; without them nobody could log in).
 
+Not in it: the hub's database (`hub-data`): the hub makes each user again at their next
+login from the roster, with a fresh auth_state (MLflow password) that the class's own
+hub-crypt-key encrypts; only browser sessions and students' own API tokens are lost. The
+students' passwords are the backup's (roster and MLflow accounts travel together); the
+instructor's stays this class's secret (class_serve.py gives it to MLflow's admin).
+
 Volumes are read and written by one-off containers of the class's db image (tar is in
 it), so the host needs no access to Docker's volumes. The database parts come first: a
 run is written after its artifacts, so the artifact snapshot never misses a file the
@@ -38,6 +44,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from mlflow_lab.classroom import roster, stack, swarm
+from mlflow_lab.classroom.hub import Hub, HubError
 from mlflow_lab.classroom.settings import ClassSettings
 from mlflow_lab.core import docker
 from mlflow_lab.core.errors import LabError
@@ -241,9 +248,14 @@ def checked(settings: ClassSettings, archive: Path) -> Iterator[tuple[dict[str, 
 
 
 def _stop_for_restore(settings: ClassSettings) -> None:
-    """No writer while the parts are written: the students' servers and MLflow stop."""
+    """No writer while the parts are written: the students' servers and MLflow stop.
+
+    The students' hub sessions end too: a session kept the MLflow password of its login
+    (auth_state), which the backup's accounts may no longer have; the next login brings
+    the restored one."""
     api = stack.hub(settings)
-    for user in api.api("GET", "/users") or []:
+    users = [u for u in api.api("GET", "/users") or [] if u["name"] != settings.instructor]
+    for user in users:
         if (user.get("servers") or {}).get(""):
             api.api("DELETE", f"/users/{user['name']}/server", ok=(400, 404))
     servers = stack.student_services(settings)
@@ -251,7 +263,23 @@ def _stop_for_restore(settings: ClassSettings) -> None:
     deadline = time.monotonic() + 120
     while any(swarm.container_of(s) for s in servers) and time.monotonic() < deadline:
         time.sleep(1)  # a removed service's container stops a moment later
+    for user in users:
+        _forget_hub_user(api, user["name"], deadline)
     _scale(settings, "mlflow", 0)
+
+
+def _forget_hub_user(api: Hub, name: str, deadline: float) -> None:
+    """Delete the hub's user (sessions, tokens, auth_state); the roster keeps the account
+    and the hub makes the user again at their next login."""
+    while True:
+        try:
+            api.api("DELETE", f"/users/{name}", ok=(404,))
+            return
+        except HubError as exc:
+            # 400 while the hub still stops their server.
+            if exc.status != 400 or time.monotonic() > deadline:
+                raise
+        time.sleep(1)
 
 
 def _scale(settings: ClassSettings, service: str, replicas: int) -> None:

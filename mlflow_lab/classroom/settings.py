@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import cache
@@ -23,7 +24,11 @@ from mlflow_lab.core.settings import Setting
 _DEFAULT = re.compile(r"\$\{(LAB_CLASS_[A-Z0-9_]+):-([^}]*)\}")
 _STACK_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _USER = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
-_MEMORY = re.compile(r"^[1-9][0-9]*[KMG]$")
+_MEMORY = re.compile(r"^([1-9][0-9]*)([KMG])$")
+# JupyterHub's mem_limit reads these suffixes as powers of 1024, like Docker.
+_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+# Below this a student's JupyterLab with its kernel does not start.
+MIN_MEMORY = "256M"
 
 # The order is the order of the README table and .env.example.
 SETTINGS: tuple[Setting, ...] = (
@@ -44,15 +49,26 @@ SETTINGS: tuple[Setting, ...] = (
         "./.class-state",
     ),
     Setting("LAB_CLASS_INSTRUCTOR", "The instructor's username (hub admin and MLflow admin)."),
-    Setting("LAB_CLASS_CPU_LIMIT", "CPUs each student server may use (e.g. 1.0)."),
-    Setting("LAB_CLASS_MEM_LIMIT", "Memory each student server may use (e.g. 2G, 512M)."),
+    Setting(
+        "LAB_CLASS_CPU_LIMIT",
+        "CPUs each student server may use, from 0.1 to this machine's cores (e.g. 1.0).",
+    ),
+    Setting(
+        "LAB_CLASS_MEM_LIMIT",
+        "Memory each student server may use, from 256M to this machine's memory (e.g. 2G, 512M).",
+    ),
     Setting(
         "LAB_CLASS_IDLE_MINUTES",
-        "Idle student servers are stopped after this many minutes (their work is kept).",
+        "Idle student servers are stopped after this many minutes, 1 to 10080 "
+        "(their work is kept).",
     ),
     Setting("LAB_CLASS_MLFLOW_WORKERS", "Worker processes of the class's MLflow server."),
-    Setting("LAB_CLASS_TLS_CERT", "PEM certificate for HTTPS; empty means plain HTTP (warned)."),
-    Setting("LAB_CLASS_TLS_KEY", "PEM private key of LAB_CLASS_TLS_CERT."),
+    Setting(
+        "LAB_CLASS_TLS_CERT",
+        "PEM certificate for HTTPS (checked against its key before anything is deployed); "
+        "empty means plain HTTP (warned).",
+    ),
+    Setting("LAB_CLASS_TLS_KEY", "Unencrypted PEM private key of LAB_CLASS_TLS_CERT."),
 )
 SETTING_NAMES = frozenset(s.name for s in SETTINGS)
 SECRET_NAMES = (
@@ -174,7 +190,79 @@ def _file(name: str, value: str) -> Path | None:
     path = Path(value).expanduser()
     if not path.is_file():
         raise LabError(f"{name}={value!r}: no such file: point it at a PEM file or unset it")
+    try:
+        path.read_bytes()
+    except OSError as exc:
+        raise LabError(
+            f"{name}={value!r} cannot be read ({exc.strerror}): make it readable for this user"
+        ) from None
     return path.resolve()
+
+
+def _tls(cert_value: str, key_value: str) -> tuple[Path | None, Path | None]:
+    """The certificate and its key, checked as the hub's proxy will load them: the proxy
+    would otherwise fail inside the stack, after the deploy, with a Node.js stack trace."""
+    cert = _file("LAB_CLASS_TLS_CERT", cert_value)
+    key = _file("LAB_CLASS_TLS_KEY", key_value)
+    if cert is None or key is None:
+        if cert is not None or key is not None:
+            raise LabError(
+                "LAB_CLASS_TLS_CERT and LAB_CLASS_TLS_KEY go together: set both (HTTPS) or "
+                "neither (plain HTTP)"
+            )
+        return None, None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_verify_locations(cafile=str(cert))
+    except ssl.SSLError:
+        raise LabError(
+            f"LAB_CLASS_TLS_CERT={cert_value!r} holds no PEM certificate: point it at the "
+            "certificate (-----BEGIN CERTIFICATE-----)"
+        ) from None
+    try:
+        # An empty passphrase: the proxy cannot ask for one, and OpenSSL must not prompt.
+        context.load_cert_chain(str(cert), str(key), password=lambda: b"")
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise LabError(
+                f"LAB_CLASS_TLS_KEY={key_value!r} is not the private key of "
+                f"LAB_CLASS_TLS_CERT={cert_value!r}: use the key the certificate was made with"
+            ) from None
+        raise LabError(
+            f"LAB_CLASS_TLS_KEY={key_value!r} holds no unencrypted PEM private key: point it "
+            "at the certificate's key (without a passphrase)"
+        ) from None
+    return cert, key
+
+
+def _cpus(value: str) -> float:
+    cores = os.cpu_count() or 1
+    try:
+        cpus = float(value)
+    except ValueError:
+        cpus = 0.0
+    if not 0.1 <= cpus <= cores:
+        raise LabError(
+            f"LAB_CLASS_CPU_LIMIT={value!r}: use a number of CPUs from 0.1 to {cores} "
+            "(this machine's cores), e.g. 1.0"
+        )
+    return cpus
+
+
+def memory_bytes(size: str) -> int:
+    match = _MEMORY.match(size)
+    return int(match.group(1)) * _UNITS[match.group(2)] if match else 0
+
+
+def _memory(value: str) -> str:
+    size = value.upper()
+    machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if not memory_bytes(MIN_MEMORY) <= memory_bytes(size) <= machine:
+        raise LabError(
+            f"LAB_CLASS_MEM_LIMIT={value!r}: use a size like 2G or 512M, from {MIN_MEMORY} "
+            f"to this machine's {machine >> 20}M"
+        )
+    return size
 
 
 def load(
@@ -221,23 +309,7 @@ def load(
             f"LAB_CLASS_INSTRUCTOR={instructor!r} is not a valid username: use 2-32 "
             "lower-case letters, digits and '-', starting with a letter"
         )
-    cpu = get("LAB_CLASS_CPU_LIMIT")
-    try:
-        cpu_limit = float(cpu)
-    except ValueError:
-        cpu_limit = 0.0
-    if not 0.1 <= cpu_limit <= 64:
-        raise LabError(f"LAB_CLASS_CPU_LIMIT={cpu!r}: use a number of CPUs from 0.1 to 64")
-    memory = get("LAB_CLASS_MEM_LIMIT").upper()
-    if not _MEMORY.match(memory):
-        raise LabError(f"LAB_CLASS_MEM_LIMIT={memory!r}: use a size like 2G or 512M")
-    cert = _file("LAB_CLASS_TLS_CERT", get("LAB_CLASS_TLS_CERT"))
-    key = _file("LAB_CLASS_TLS_KEY", get("LAB_CLASS_TLS_KEY"))
-    if (cert is None) != (key is None):
-        raise LabError(
-            "LAB_CLASS_TLS_CERT and LAB_CLASS_TLS_KEY go together: set both (HTTPS) or "
-            "neither (plain HTTP)"
-        )
+    cert, key = _tls(get("LAB_CLASS_TLS_CERT"), get("LAB_CLASS_TLS_KEY"))
     state = Path(get("LAB_CLASS_STATE_DIR")).expanduser()
     state_dir = state if state.is_absolute() else (PROJECT_ROOT / state).resolve()
     return ClassSettings(
@@ -247,8 +319,8 @@ def load(
         bind_address=bind,
         state_dir=state_dir,
         instructor=instructor,
-        cpu_limit=cpu_limit,
-        mem_limit=memory,
+        cpu_limit=_cpus(get("LAB_CLASS_CPU_LIMIT")),
+        mem_limit=_memory(get("LAB_CLASS_MEM_LIMIT")),
         idle_minutes=_whole("LAB_CLASS_IDLE_MINUTES", get("LAB_CLASS_IDLE_MINUTES"), 1, 10080),
         mlflow_workers=_whole("LAB_CLASS_MLFLOW_WORKERS", get("LAB_CLASS_MLFLOW_WORKERS"), 1, 16),
         tls_cert=cert,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -64,12 +65,21 @@ def _course_env(settings: ClassSettings) -> tuple[dict[str, str], str | None]:
     return env, fetched.warning
 
 
+def tls_id(settings: ClassSettings) -> str:
+    """A fingerprint of the hub's certificate and key, empty for plain HTTP."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return ""
+    digest = hashlib.sha256(settings.tls_cert.read_bytes())
+    digest.update(settings.tls_key.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def stack_env(settings: ClassSettings, course_env: dict[str, str]) -> dict[str, str]:
     ids = {
         f"CLASS_{name.upper()}_IMAGE_ID": docker.image_id(settings.image(name)) or ""
         for name in SERVICES
     }
-    return {**settings.stack_env(), **course_env, **ids}
+    return {**settings.stack_env(), **course_env, **ids, "CLASS_TLS_ID": tls_id(settings)}
 
 
 def up(

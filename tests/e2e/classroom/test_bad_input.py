@@ -13,6 +13,7 @@ import pytest
 
 from tests.e2e.classroom.conftest import class_env, swarm_state
 from tests.e2e.conftest import run_invoke
+from tests.helpers import self_signed_cert
 
 
 @pytest.fixture
@@ -60,3 +61,25 @@ def test_bad_rosters(env: dict[str, str], tmp_path: Path, roster: str, says: str
     path.write_text(roster)
     line = one_line_error(run_invoke(env, "classroom.students", "add", str(path), check=False))
     assert says in line
+
+
+@pytest.mark.parametrize(
+    ("files", "says"),
+    [
+        (("cert", ""), "LAB_CLASS_TLS_CERT and LAB_CLASS_TLS_KEY go together"),
+        (("cert", "other_key"), "is not the private key of LAB_CLASS_TLS_CERT"),
+        (("cert", "missing"), "LAB_CLASS_TLS_KEY="),
+    ],
+)
+def test_bad_tls_files_deploy_nothing(
+    env: dict[str, str], tmp_path: Path, files: tuple[str, str], says: str
+) -> None:
+    cert, _ = self_signed_cert(tmp_path)
+    _, other_key = self_signed_cert(tmp_path, "other")
+    paths = {"cert": cert, "other_key": other_key, "missing": tmp_path / "no.key", "": ""}
+    env["LAB_CLASS_TLS_CERT"], env["LAB_CLASS_TLS_KEY"] = (str(paths[f]) for f in files)
+    before = swarm_state()
+    line = one_line_error(run_invoke(env, "classroom.up", check=False))
+    assert says in line
+    assert swarm_state() == before
+    assert not (tmp_path / "class").exists(), "the class's state dir was made"

@@ -73,6 +73,10 @@ def test_backup_and_restore_round_trip(classroom: Classroom, carol: str, tmp_pat
     done = classroom.invoke("classroom.restore", str(archive), "--yes", timeout=1200)
     assert "Safety backup" in done.stdout
     assert list((classroom.state_dir / "backups").glob("safety-*.tar.gz"))
+    # Her session from before the restore is over (it held the MLflow password of that
+    # login): she logs in again.
+    status, _, _ = session.request("GET", "/hub/api/user")
+    assert status == 403, status
 
     session = classroom.login("carol", carol)
     container = classroom.spawn(session, "carol")

@@ -13,6 +13,7 @@ import pytest
 
 from mlflow_lab.classroom import backup
 from mlflow_lab.classroom import settings as class_settings
+from mlflow_lab.classroom.hub import HubError
 from mlflow_lab.classroom.settings import ClassSettings
 from mlflow_lab.core.errors import LabError
 from tests.helpers import isolate_settings
@@ -96,3 +97,32 @@ def test_a_file_that_is_no_backup_is_one_line(settings: ClassSettings, tmp_path:
         backup.checked(settings, junk),
     ):
         pass
+
+
+class StoppingHub:
+    """The hub's API while it still stops a server: DELETE /users/NAME answers 400 first."""
+
+    def __init__(self, busy: int, status: int = 400) -> None:
+        self.busy, self.status, self.calls = busy, status, 0
+
+    def api(self, method: str, path: str, ok: tuple[int, ...] = ()) -> None:
+        self.calls += 1
+        if self.calls <= self.busy:
+            raise HubError(f"hub API {method} {path} answered {self.status}", self.status)
+
+
+def test_a_restore_forgets_a_hub_user_once_their_server_has_stopped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(backup.time, "sleep", lambda _: None)
+    hub = StoppingHub(busy=2)
+    backup._forget_hub_user(hub, "carol", deadline=backup.time.monotonic() + 60)  # type: ignore[arg-type]
+    assert hub.calls == 3
+
+
+def test_another_hub_error_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backup.time, "sleep", lambda _: None)
+    hub = StoppingHub(busy=5, status=500)
+    with pytest.raises(HubError, match="500"):
+        backup._forget_hub_user(hub, "carol", deadline=backup.time.monotonic() + 60)  # type: ignore[arg-type]
+    assert hub.calls == 1

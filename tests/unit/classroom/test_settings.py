@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from mlflow_lab.classroom import settings as class_settings
+from mlflow_lab.classroom import stack
 from mlflow_lab.core import settings as lab_settings
 from mlflow_lab.core.errors import LabError
-from tests.helpers import isolate_settings
+from tests.helpers import isolate_settings, self_signed_cert
+
+CORES = os.cpu_count() or 1
+MACHINE_MIB = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20
 
 
 @pytest.fixture
@@ -45,8 +51,14 @@ def test_defaults_come_from_classroom_yaml(load) -> None:  # type: ignore[no-unt
         ("LAB_CLASS_STACK", "My Class", "LAB_CLASS_STACK='My Class' is not a usable stack name"),
         ("LAB_CLASS_BIND_ADDRESS", "lan", "LAB_CLASS_BIND_ADDRESS='lan' is not an IPv4 address"),
         ("LAB_CLASS_IDLE_MINUTES", "0", "LAB_CLASS_IDLE_MINUTES='0'"),
-        ("LAB_CLASS_CPU_LIMIT", "lots", "LAB_CLASS_CPU_LIMIT='lots'"),
+        ("LAB_CLASS_CPU_LIMIT", "lots", "LAB_CLASS_CPU_LIMIT='lots': use a number of CPUs"),
+        ("LAB_CLASS_CPU_LIMIT", "0", "LAB_CLASS_CPU_LIMIT='0': use a number of CPUs from 0.1"),
+        ("LAB_CLASS_CPU_LIMIT", "nan", "LAB_CLASS_CPU_LIMIT='nan'"),
+        ("LAB_CLASS_CPU_LIMIT", str(CORES + 1), f"from 0.1 to {CORES} (this machine's cores)"),
+        ("LAB_CLASS_MEM_LIMIT", "lots", "LAB_CLASS_MEM_LIMIT='lots': use a size like 2G"),
         ("LAB_CLASS_MEM_LIMIT", "2 GB", "LAB_CLASS_MEM_LIMIT='2 GB'"),
+        ("LAB_CLASS_MEM_LIMIT", "64M", "LAB_CLASS_MEM_LIMIT='64M': use a size like 2G or 512M, "),
+        ("LAB_CLASS_MEM_LIMIT", f"{MACHINE_MIB + 1}M", "to this machine's"),
         ("LAB_CLASS_TLS_CERT", "/no/such.pem", "LAB_CLASS_TLS_CERT='/no/such.pem': no such file"),
         ("LAB_CLASS_INSTRUCTOR", "Teacher", "LAB_CLASS_INSTRUCTOR='Teacher'"),
         ("LAB_CLASS_NOPE", "1", "unknown setting LAB_CLASS_NOPE"),
@@ -58,11 +70,65 @@ def test_bad_values_stop_with_one_line(load, name: str, value: str, says: str) -
     assert says in str(caught.value)
 
 
-def test_cert_without_key_is_refused(load, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    cert = tmp_path / "cert.pem"
-    cert.write_text("x")
-    with pytest.raises(LabError, match="go together"):
-        load(LAB_CLASS_TLS_CERT=str(cert))
+def test_limits_within_the_machine_are_kept(load) -> None:  # type: ignore[no-untyped-def]
+    got = load(LAB_CLASS_CPU_LIMIT=str(CORES), LAB_CLASS_MEM_LIMIT="768m")
+    assert got.cpu_limit == CORES
+    assert got.mem_limit == "768M"
+    assert class_settings.memory_bytes(got.mem_limit) == 768 << 20
+    assert got.stack_env()["LAB_CLASS_MEM_LIMIT"] == "768M"
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> dict[str, Path]:
+    cert, key = self_signed_cert(tmp_path / "tls")
+    _, other_key = self_signed_cert(tmp_path / "tls", "other")
+    junk = tmp_path / "tls" / "junk.pem"
+    junk.write_text("not a PEM file\n")
+    return {"cert": cert, "key": key, "other_key": other_key, "junk": junk}
+
+
+def test_a_certificate_and_its_key_mean_https(load, certs: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    got = load(LAB_CLASS_TLS_CERT=str(certs["cert"]), LAB_CLASS_TLS_KEY=str(certs["key"]))
+    assert got.https and got.hub_url == "https://127.0.0.1:8000"
+    assert got.tls_cert == certs["cert"] and got.tls_key == certs["key"]
+
+
+@pytest.mark.parametrize(
+    ("cert", "key", "says"),
+    [
+        ("cert", "", "LAB_CLASS_TLS_CERT and LAB_CLASS_TLS_KEY go together"),
+        ("", "key", "LAB_CLASS_TLS_CERT and LAB_CLASS_TLS_KEY go together"),
+        ("cert", "other_key", "LAB_CLASS_TLS_KEY='{other_key}' is not the private key of"),
+        ("cert", "junk", "LAB_CLASS_TLS_KEY='{junk}' holds no unencrypted PEM private key"),
+        ("cert", "cert", "LAB_CLASS_TLS_KEY='{cert}' holds no unencrypted PEM private key"),
+        ("junk", "key", "LAB_CLASS_TLS_CERT='{junk}' holds no PEM certificate"),
+        ("key", "key", "LAB_CLASS_TLS_CERT='{key}' holds no PEM certificate"),
+        ("missing", "key", "LAB_CLASS_TLS_CERT='{missing}': no such file"),
+        ("cert", "missing", "LAB_CLASS_TLS_KEY='{missing}': no such file"),
+    ],
+)
+def test_bad_tls_files_stop_with_one_line_naming_the_setting(  # type: ignore[no-untyped-def]
+    load, certs: dict[str, Path], tmp_path: Path, cert: str, key: str, says: str
+) -> None:
+    paths = {**{k: str(v) for k, v in certs.items()}, "missing": str(tmp_path / "no.pem"), "": ""}
+    with pytest.raises(LabError) as caught:
+        load(LAB_CLASS_TLS_CERT=paths[cert], LAB_CLASS_TLS_KEY=paths[key])
+    message = str(caught.value)
+    assert says.format(**paths) in message
+    assert "\n" not in message
+
+
+def test_an_encrypted_key_is_refused_without_a_prompt(  # type: ignore[no-untyped-def]
+    load, certs: dict[str, Path], tmp_path: Path
+) -> None:
+    encrypted = tmp_path / "encrypted.key"
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(certs["key"]), "-aes256", "-passout", "pass:secret",
+         "-out", str(encrypted)],
+        check=True,
+    )  # fmt: skip
+    with pytest.raises(LabError, match="holds no unencrypted PEM private key"):
+        load(LAB_CLASS_TLS_CERT=str(certs["cert"]), LAB_CLASS_TLS_KEY=str(encrypted))
 
 
 def test_class_settings_in_env_file_do_not_break_the_lab(tmp_path: Path) -> None:
@@ -77,3 +143,17 @@ def test_stack_env_names_what_classroom_yaml_interpolates(load) -> None:  # type
     text = (Path(class_settings.CLASSROOM_FILE)).read_text()
     for name in got:
         assert "${" + name in text, name
+
+
+def test_a_new_or_removed_certificate_changes_the_hubs_service(  # type: ignore[no-untyped-def]
+    load, certs: dict[str, Path], tmp_path: Path
+) -> None:
+    """The hub reads its certificate at start; Swarm restarts it only when its spec changes."""
+    assert "${CLASS_TLS_ID:-}" in Path(class_settings.CLASSROOM_FILE).read_text()
+    assert stack.tls_id(load()) == ""
+    first = stack.tls_id(
+        load(LAB_CLASS_TLS_CERT=str(certs["cert"]), LAB_CLASS_TLS_KEY=str(certs["key"]))
+    )
+    cert, key = self_signed_cert(tmp_path / "renewed")
+    renewed = stack.tls_id(load(LAB_CLASS_TLS_CERT=str(cert), LAB_CLASS_TLS_KEY=str(key)))
+    assert first and renewed and first != renewed
