@@ -43,17 +43,21 @@ def swarm_state() -> SwarmState:
     )
 
 
+def worker_refusal(command: str) -> LabError:
+    """What a task that needs the class's manager says on a worker machine."""
+    return LabError(
+        "this Docker engine is a swarm worker, not the class's manager: run "
+        f"`invoke {command}` on the manager machine (the one where `docker node ls` works)"
+    )
+
+
 def ensure_manager(*, init: bool) -> bool:
     """Make sure this engine manages a swarm; True when a one-node swarm was created now."""
     state = swarm_state()
     if state.active and state.manager:
         return False
     if state.active:
-        raise LabError(
-            "this Docker engine is a swarm worker, not a manager: run the classroom on a "
-            "manager node (`docker node ls` works there), or promote this one "
-            "(`docker node promote` on a manager)"
-        )
+        raise worker_refusal("classroom.up")
     if state.state not in ("inactive", ""):
         raise LabError(
             f"this engine's swarm is {state.state}: fix it (`docker info`, `docker swarm "

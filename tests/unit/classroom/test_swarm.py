@@ -31,9 +31,14 @@ def test_a_manager_is_used_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_worker_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    engine(monkeypatch, "active", False)
-    with pytest.raises(LabError, match="is a swarm worker, not a manager: run the classroom on a"):
+    calls = engine(monkeypatch, "active", False)
+    with pytest.raises(LabError) as refused:
         swarm.ensure_manager(init=True)
+    assert str(refused.value) == (
+        "this Docker engine is a swarm worker, not the class's manager: run "
+        "`invoke classroom.up` on the manager machine (the one where `docker node ls` works)"
+    )
+    assert calls == [], "nothing is changed on a worker"
 
 
 def test_no_init_refuses_an_engine_without_a_swarm(monkeypatch: pytest.MonkeyPatch) -> None:
