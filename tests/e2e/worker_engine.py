@@ -240,3 +240,20 @@ def join(worker: WorkerEngine, manager: Manager) -> None:
     """The worker joins `manager`'s swarm as `docker swarm join` does it (no tool of ours)."""
     joined = worker.docker("swarm", "join", "--token", manager.worker_token, manager.address)
     assert joined.returncode == 0, joined.stderr
+
+
+def carry_image(worker: WorkerEngine, image: str) -> subprocess.CompletedProcess[bytes]:
+    """`docker save IMAGE | docker -H WORKER load`: a worker has no registry to pull from."""
+    save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
+    assert save.stdout is not None
+    with save:
+        loaded = subprocess.run(
+            ["docker", "-H", worker.host, "load"],
+            stdin=save.stdout,
+            capture_output=True,
+            timeout=600,
+            check=False,
+        )
+    if save.returncode:
+        return subprocess.CompletedProcess(save.args, save.returncode, b"", b"docker save failed")
+    return loaded
