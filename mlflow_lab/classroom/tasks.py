@@ -57,10 +57,13 @@ def destroy(c: Context, yes: bool = False) -> None:
     stack.destroy(settings.load(), yes=yes)
 
 
-@task(help={"json": "Print JSON for scripts (includes the instructor's API token)."})
+@task(help={"json": "Print JSON for scripts (includes the API token and the join token)."})
 @one_line_errors
 def status(c: Context, json_: bool = False) -> None:
-    """Services and health, nodes, each student's server, the hub URL and an API token."""
+    """Services and health, nodes, each student's server, the hub URL and an API token.
+
+    It also prints the command that adds another machine to the class (`classroom.join`).
+    """
     report = stack.status(settings.load())
     print(json.dumps(report, indent=2) if json_ else stack.format_status(report))
 
