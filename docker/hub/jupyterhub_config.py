@@ -120,6 +120,9 @@ c.SwarmSpawner.network_name = os.environ.get("LAB_CLASS_NETWORK", f"{STACK}_clas
 c.SwarmSpawner.use_internal_ip = True
 c.SwarmSpawner.use_internal_hostname = True
 c.SwarmSpawner.extra_endpoint_spec = {"mode": "dnsrr"}
+# On the manager, where the class images and the workspace volumes are: worker machines
+# (`classroom.join`) have neither yet, and a server placed there would not start.
+c.SwarmSpawner.extra_placement_spec = {"constraints": ["node.role == manager"]}
 c.SwarmSpawner.name_template = f"{STACK}-student-{{username}}"
 c.SwarmSpawner.cmd = ["/usr/local/lib/mlflow-lab/class-start.sh"]
 c.SwarmSpawner.notebook_dir = WORKSPACE

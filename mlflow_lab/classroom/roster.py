@@ -13,6 +13,7 @@ import io
 import json
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,8 +128,8 @@ def write_passwords(settings: ClassSettings, passwords: dict[str, tuple[str, str
     _write_private(settings.passwords_file, out.getvalue())
 
 
-def table(rows: list[tuple[str, str, str]], header: tuple[str, ...] = PASSWORD_HEADER) -> str:
-    """Plain text columns, one row per student."""
+def table(rows: Sequence[Sequence[str]], header: Sequence[str] = PASSWORD_HEADER) -> str:
+    """Plain text columns, one row per student (or per node)."""
     cells = [header, *rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]

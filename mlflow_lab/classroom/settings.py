@@ -44,6 +44,12 @@ SETTINGS: tuple[Setting, ...] = (
         "0.0.0.0",
     ),
     Setting(
+        "LAB_CLASS_ADVERTISE_ADDRESS",
+        "This machine's address on the classroom network: the swarm `classroom.up` makes "
+        "has other machines join it there (`classroom.join`); empty means loopback, this "
+        "machine only.",
+    ),
+    Setting(
         "LAB_CLASS_STATE_DIR",
         "Folder for the class's state: secrets, roster, passwords file, course repo cache.",
         "./.class-state",
@@ -106,6 +112,7 @@ class ClassSettings:
     stack: str
     port: int
     bind_address: str
+    advertise_address: str
     state_dir: Path
     instructor: str
     cpu_limit: float
@@ -303,6 +310,15 @@ def load(
             f"LAB_CLASS_BIND_ADDRESS={bind!r} is not an IPv4 address: use 0.0.0.0 or this "
             "machine's address on the classroom network"
         ) from None
+    advertise = get("LAB_CLASS_ADVERTISE_ADDRESS")
+    if advertise:
+        try:
+            ipaddress.IPv4Address(advertise)
+        except ValueError:
+            raise LabError(
+                f"LAB_CLASS_ADVERTISE_ADDRESS={advertise!r} is not an IPv4 address: use this "
+                "machine's address on the classroom network (`ip addr`), or leave it empty"
+            ) from None
     instructor = get("LAB_CLASS_INSTRUCTOR")
     if not valid_username(instructor):
         raise LabError(
@@ -317,6 +333,7 @@ def load(
         stack=stack,
         port=int(port),
         bind_address=bind,
+        advertise_address=advertise,
         state_dir=state_dir,
         instructor=instructor,
         cpu_limit=_cpus(get("LAB_CLASS_CPU_LIMIT")),

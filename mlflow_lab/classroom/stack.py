@@ -94,9 +94,15 @@ def up(
     if todo and not build:
         raise LabError(_no_build_line(settings, todo))
     _port_check(settings)
-    if swarm.ensure_manager(init=init):
+    if swarm.ensure_manager(init=init, advertise=settings.advertise_address):
+        where = (
+            f"a swarm other machines join at {settings.advertise_address} (`invoke "
+            "classroom.status` prints the command)"
+            if settings.advertise_address
+            else "a one-node swarm"
+        )
         print(
-            "This engine was not in a swarm: initialised a one-node swarm "
+            f"This engine was not in a swarm: initialised {where} "
             "(`docker swarm leave --force` undoes it once the class is destroyed)."
         )
     for name in state.ensure(settings):
@@ -247,6 +253,7 @@ def _service_report(settings: ClassSettings, service: str) -> dict[str, Any]:
 
 
 def status(settings: ClassSettings) -> dict[str, Any]:
+    engine = swarm.refuse_on_worker("classroom.status")
     up_now = deployed(settings)
     report: dict[str, Any] = {
         "stack": settings.stack,
@@ -262,6 +269,7 @@ def status(settings: ClassSettings) -> dict[str, Any]:
             }
             for n in swarm.nodes()
         ],
+        "join": swarm.join_command(engine) if engine.active else {},
         "instructor": settings.instructor,
         "instructor_password_file": str(state.instructor_password_file(settings)),
         "api_token": _token(settings),
@@ -313,6 +321,11 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append(f"  {name:7} {svc['state']:24} {svc['health'] or '-':10} node {svc['node']}")
     for node in report["nodes"]:
         lines.append(f"  node {node['hostname']} {node['status']} {node['role'] or 'worker'}")
+    join = report["join"]
+    if join.get("command"):
+        lines.append(f"  add a machine: on it, run `{join['command']}`")
+    elif join.get("why_not"):
+        lines.append(f"  add a machine: {join['why_not']}")
     lines.append(
         f"  instructor {report['instructor']}: password in {report['instructor_password_file']}"
     )

@@ -20,15 +20,32 @@ SERVICE_LABEL = "com.docker.swarm.service.name"
 DEPLOY_TIMEOUT_S = 180
 
 
+LOOPBACK = "127.0.0.1"
+# How a swarm gets another address: it is fixed when the swarm is made. Volumes are the
+# engine's, not the swarm's, so a new swarm finds them all.
+REMAKE_SWARM = (
+    "`invoke classroom.down`, `docker swarm leave --force`, then `invoke classroom.up` "
+    "(every volume is kept)"
+)
+
+
 @dataclass(frozen=True)
 class SwarmState:
     state: str  # inactive, pending, active, error, locked
     manager: bool
     node_id: str
+    node_address: str = ""  # the address this node advertises to the others
+    hostname: str = ""
+    managers: tuple[tuple[str, str], ...] = ()  # (node ID, host:port) of each manager
 
     @property
     def active(self) -> bool:
         return self.state == "active"
+
+    @property
+    def manager_address(self) -> str:
+        """host:port where other machines join this manager; "" on a worker."""
+        return next((addr for node, addr in self.managers if node == self.node_id), "")
 
 
 def swarm_state() -> SwarmState:
@@ -40,20 +57,60 @@ def swarm_state() -> SwarmState:
         state=str(swarm.get("LocalNodeState", "inactive")),
         manager=bool(swarm.get("ControlAvailable")),
         node_id=str(swarm.get("NodeID", "")),
+        node_address=str(swarm.get("NodeAddr", "")),
+        hostname=str(info.get("Name", "")),
+        managers=tuple(
+            (str(m.get("NodeID", "")), str(m.get("Addr", "")))
+            for m in swarm.get("RemoteManagers") or []
+        ),
     )
 
 
-def ensure_manager(*, init: bool) -> bool:
-    """Make sure this engine manages a swarm; True when a one-node swarm was created now."""
+def worker_refusal(command: str) -> LabError:
+    """What a task that needs the class's manager says on a worker machine."""
+    return LabError(
+        "this Docker engine is a swarm worker, not the class's manager: run "
+        f"`invoke {command}` on the manager machine (the one where `docker node ls` works)"
+    )
+
+
+def refuse_on_worker(command: str) -> SwarmState:
+    """This engine's swarm state; the one line of `worker_refusal` on a worker machine, where
+    a class task would find no class and say so misleadingly."""
+    state = swarm_state()
+    if state.active and not state.manager:
+        raise worker_refusal(command)
+    return state
+
+
+def require_manager(command: str) -> SwarmState:
+    """This engine's swarm state, when it is a swarm's manager; else the one line why not."""
+    state = refuse_on_worker(command)
+    if state.active:
+        return state
+    raise LabError(
+        f"this Docker engine is not managing a swarm (it is {state.state}): start the class "
+        "with `invoke classroom.up` (it makes one), or run this on the class's manager machine"
+    )
+
+
+def ensure_manager(*, init: bool, advertise: str = "") -> bool:
+    """Make sure this engine manages a swarm; True when a swarm was created now.
+
+    The swarm advertises `advertise` to other machines; without one, loopback: a one-node
+    swarm needs no address other machines can reach, and none can join it.
+    """
     state = swarm_state()
     if state.active and state.manager:
+        if advertise and state.node_address != advertise:
+            print(
+                f"warning: this swarm advertises {state.node_address}, not "
+                f"LAB_CLASS_ADVERTISE_ADDRESS={advertise} (it was made before); to change "
+                f"it: {REMAKE_SWARM}"
+            )
         return False
     if state.active:
-        raise LabError(
-            "this Docker engine is a swarm worker, not a manager: run the classroom on a "
-            "manager node (`docker node ls` works there), or promote this one "
-            "(`docker node promote` on a manager)"
-        )
+        raise worker_refusal("classroom.up")
     if state.state not in ("inactive", ""):
         raise LabError(
             f"this engine's swarm is {state.state}: fix it (`docker info`, `docker swarm "
@@ -64,9 +121,28 @@ def ensure_manager(*, init: bool) -> bool:
             "the Docker engine is not in a swarm and --no-init was given: run "
             "`docker swarm init` yourself, or run `invoke classroom.up` without --no-init"
         )
-    # Loopback: a one-node swarm needs no address other machines can reach.
-    docker.run("swarm", "init", "--advertise-addr", "127.0.0.1", timeout=60)
+    docker.run(
+        "swarm", "init", "--advertise-addr", advertise or LOOPBACK, timeout=60,
+        fix="LAB_CLASS_ADVERTISE_ADDRESS must be an address of this machine (`ip addr`)",
+    )  # fmt: skip
     return True
+
+
+def join_command(state: SwarmState) -> dict[str, str]:
+    """How another machine joins this manager's swarm as a worker: the command to run
+    there, or (a loopback swarm) why none can and what to do."""
+    address = state.manager_address
+    if not address or state.node_address.startswith("127."):
+        return {
+            "command": "",
+            "why_not": (
+                "no other machine can join: the swarm advertises loopback; set "
+                "LAB_CLASS_ADVERTISE_ADDRESS to this machine's address on the classroom "
+                f"network, then {REMAKE_SWARM}"
+            ),
+        }
+    token = docker.run("swarm", "join-token", "-q", "worker").stdout.strip()
+    return {"command": f"invoke classroom.join {address} {token}", "why_not": ""}
 
 
 def deploy(stack: str, file: Path, env: Mapping[str, str]) -> None:

@@ -14,7 +14,7 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from mlflow_lab.classroom import backup as backup_module
-from mlflow_lab.classroom import roster, settings, stack
+from mlflow_lab.classroom import machines, roster, settings, stack, swarm
 from mlflow_lab.classroom import students as students_module
 from mlflow_lab.classroom import verify as verify_module
 from mlflow_lab.core.cli import enable_optional_positionals
@@ -45,6 +45,7 @@ def up(c: Context, no_init: bool = False, no_build: bool = False, verbose: bool 
 @one_line_errors
 def down(c: Context) -> None:
     """Remove the class stack and the student servers; every volume (all data) is kept."""
+    swarm.refuse_on_worker("classroom.down")
     stack.down(settings.load())
 
 
@@ -52,13 +53,17 @@ def down(c: Context) -> None:
 @one_line_errors
 def destroy(c: Context, yes: bool = False) -> None:
     """Delete the class: stack, student servers and every volume (all runs and notebooks)."""
+    swarm.refuse_on_worker("classroom.destroy")
     stack.destroy(settings.load(), yes=yes)
 
 
-@task(help={"json": "Print JSON for scripts (includes the instructor's API token)."})
+@task(help={"json": "Print JSON for scripts (includes the API token and the join token)."})
 @one_line_errors
 def status(c: Context, json_: bool = False) -> None:
-    """Services and health, nodes, each student's server, the hub URL and an API token."""
+    """Services and health, nodes, each student's server, the hub URL and an API token.
+
+    It also prints the command that adds another machine to the class (`classroom.join`).
+    """
     report = stack.status(settings.load())
     print(json.dumps(report, indent=2) if json_ else stack.format_status(report))
 
@@ -71,6 +76,7 @@ def status(c: Context, json_: bool = False) -> None:
 @one_line_errors
 def logs(c: Context, service: str | None = None, tail: int = 200) -> None:
     """Show the class services' logs."""
+    swarm.refuse_on_worker("classroom.logs")
     stack.logs(settings.load(), service or "", tail)
 
 
@@ -92,6 +98,7 @@ def students(c: Context, action: str, target: str | None = None, delete_data: bo
     LAB_CLASS_STATE_DIR/passwords.csv. `remove USER` keeps the student's data unless
     --delete-data; `reset-password USER` makes a new password and stops their server.
     """
+    swarm.refuse_on_worker("classroom.students")
     # None, not "": invoke fills only positional arguments whose value is still None
     # (mlflow_lab.core.cli makes an unfilled optional one "").
     target = target or ""
@@ -135,6 +142,7 @@ def verify(c: Context, json_: bool = False) -> None:
     read, tag or delete that run. Both are removed at the end (hub, MLflow, server,
     volume). Exit code 0 only when every check passes.
     """
+    swarm.refuse_on_worker("classroom.verify")
     results = verify_module.run_checks(settings.load())
     doctor.show(results, as_json=json_, command="invoke classroom.verify")
 
@@ -146,6 +154,7 @@ def backup(c: Context, output: str) -> None:
 
     One tar.gz with a manifest (sha256 of each part), written whole or not at all.
     """
+    swarm.refuse_on_worker("classroom.backup")
     manifest = backup_module.backup(settings.load(), Path(output))
     print(
         f"Wrote {output}: {len(manifest['parts'])} parts, students: "
@@ -167,8 +176,56 @@ def restore(c: Context, file: str, yes: bool = False) -> None:
     A failure part-way writes the safety backup back: the class never has less than it had.
     Student workspaces the backup does not have are kept.
     """
+    swarm.refuse_on_worker("classroom.restore")
     safety = backup_module.restore(settings.load(), Path(file), yes=yes)
     print(f"Restored the class from {file} (what it had before: {safety}).")
 
 
-ns = Collection("classroom", up, down, destroy, status, logs, students, verify, backup, restore)
+@task(
+    help={
+        "manager": "The manager's HOST:PORT, as `invoke classroom.status` prints it there.",
+        "token": "The swarm's worker token, as `invoke classroom.status` prints it.",
+    },
+    positional=["manager", "token"],
+)
+@one_line_errors
+def join(c: Context, manager: str, token: str) -> None:
+    """Run on another machine: its Docker engine joins the class's swarm as a worker.
+
+    `invoke classroom.status` on the manager prints the whole command. The machines must
+    reach each other on 2377/tcp, 7946/tcp and udp, and 4789/udp.
+    """
+    joined = machines.join(manager, token)
+    role = "a manager" if joined.manager else "a worker"
+    print(
+        f"This machine ({joined.hostname}) joined the class's swarm as {role}: "
+        "`invoke classroom.nodes` on the manager lists it."
+    )
+
+
+@task(help={"json": "Print JSON for scripts."})
+@one_line_errors
+def nodes(c: Context, json_: bool = False) -> None:
+    """Run on the manager: the class's machines, their state and their student servers."""
+    found = machines.nodes()
+    print(json.dumps(found, indent=2) if json_ else machines.format_nodes(found))
+
+
+@task
+@one_line_errors
+def leave(c: Context) -> None:
+    """Run on a worker machine: its Docker engine leaves the class's swarm.
+
+    The manager refuses: its swarm is the class's (it ends after `classroom.down`).
+    """
+    left = machines.leave()
+    print(
+        f"This machine ({left.hostname}) left the class's swarm: `invoke classroom.nodes` "
+        "on the manager shows it as down until it is removed there (`docker node rm`)."
+    )
+
+
+ns = Collection(
+    "classroom",
+    up, down, destroy, status, logs, students, verify, backup, restore, join, nodes, leave,
+)  # fmt: skip

@@ -76,3 +76,16 @@ def port_problems(settings: Settings) -> list[str]:
             f"it, or set {name} to a free port in .env"
         )
     return problems
+
+
+def unreachable(host: str, port: int, timeout: float) -> str:
+    """Why a TCP connection to host:port cannot be opened; "" when it can."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return ""
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except socket.gaierror:
+        return "no such host name"
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.classroom.conftest import class_env, swarm_state
+from tests.e2e import worker_engine
+from tests.e2e.classroom.conftest import class_env, docker, swarm_state
 from tests.e2e.conftest import run_invoke
 from tests.helpers import self_signed_cert
 
@@ -83,3 +84,23 @@ def test_bad_tls_files_deploy_nothing(
     assert says in line
     assert swarm_state() == before
     assert not (tmp_path / "class").exists(), "the class's state dir was made"
+
+def test_up_on_a_swarm_worker_says_to_run_it_on_the_manager(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    links, namespaces = worker_engine.links(), worker_engine.netns_names()
+    with (
+        worker_engine.worker_engine() as worker,
+        worker_engine.manager_swarm(worker.manager_address) as manager,
+    ):
+        worker_engine.join(worker, manager)
+        line = one_line_error(run_invoke(worker.env(env), "classroom.up", check=False))
+        assert line == (
+            "error: this Docker engine is a swarm worker, not the class's manager: run "
+            "`invoke classroom.up` on the manager machine (the one where `docker node ls` works)"
+        )
+        assert worker.swarm_state() == "active", "the worker is left in its swarm"
+        assert docker("service", "ls", "-q").stdout.strip() == "", "nothing was deployed"
+        assert not (tmp_path / "class" / "secrets").exists(), "no class state was made"
+    assert swarm_state() == "inactive"
+    assert worker_engine.links() == links and worker_engine.netns_names() == namespaces

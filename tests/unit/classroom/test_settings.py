@@ -40,6 +40,8 @@ def test_defaults_come_from_classroom_yaml(load) -> None:  # type: ignore[no-unt
     assert got.idle_minutes == 60
     assert got.hub_url == "http://127.0.0.1:8000"
     assert not got.https
+    assert got.advertise_address == "", "one machine unless told otherwise"
+    assert load(LAB_CLASS_ADVERTISE_ADDRESS="192.168.1.10").advertise_address == "192.168.1.10"
     # Every class setting is documented, and every yaml default belongs to one.
     assert set(defaults) <= class_settings.SETTING_NAMES
 
@@ -50,6 +52,11 @@ def test_defaults_come_from_classroom_yaml(load) -> None:  # type: ignore[no-unt
         ("LAB_CLASS_PORT", "80000", "LAB_CLASS_PORT='80000' is not a port number"),
         ("LAB_CLASS_STACK", "My Class", "LAB_CLASS_STACK='My Class' is not a usable stack name"),
         ("LAB_CLASS_BIND_ADDRESS", "lan", "LAB_CLASS_BIND_ADDRESS='lan' is not an IPv4 address"),
+        (
+            "LAB_CLASS_ADVERTISE_ADDRESS",
+            "eth0",
+            "LAB_CLASS_ADVERTISE_ADDRESS='eth0' is not an IPv4 address: use this machine's",
+        ),
         ("LAB_CLASS_IDLE_MINUTES", "0", "LAB_CLASS_IDLE_MINUTES='0'"),
         ("LAB_CLASS_CPU_LIMIT", "lots", "LAB_CLASS_CPU_LIMIT='lots': use a number of CPUs"),
         ("LAB_CLASS_CPU_LIMIT", "0", "LAB_CLASS_CPU_LIMIT='0': use a number of CPUs from 0.1"),

@@ -21,6 +21,9 @@ def test_the_lab_keeps_its_task_names_and_the_class_has_its_namespace() -> None:
         "classroom.status",
         "classroom.students",
         "classroom.logs",
+        "classroom.join",
+        "classroom.nodes",
+        "classroom.leave",
     } <= names
 
 
@@ -43,6 +46,8 @@ def test_optional_positionals_may_be_left_out_or_given() -> None:
     assert _parsed("classroom.students", "list")["target"] == ""
     assert _parsed("classroom.students", "add", "class.csv")["target"] == "class.csv"
     assert _parsed("classroom.logs")["service"] == ""
+    joined = _parsed("classroom.join", "10.0.0.1:2377", "SWMTKN-1-x-y")
+    assert (joined["manager"], joined["token"]) == ("10.0.0.1:2377", "SWMTKN-1-x-y")
     assert _parsed("classroom.logs", "hub")["service"] == "hub"
     # A required one is still required.
     with pytest.raises(ParseError, match="action"):

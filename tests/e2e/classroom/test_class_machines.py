@@ -1,0 +1,190 @@
+"""A class on two machines: a second Docker engine (tests/e2e/worker_engine.py) stands in
+for a student PC that joins the class's swarm with the command `classroom.status` prints.
+
+A class of its own (not the package's, whose swarm is on loopback): `classroom.up` makes
+a swarm advertising LAB_CLASS_ADVERTISE_ADDRESS, the address the worker reaches this
+machine at. Runs before the module that deploys the package's class (file order), while
+the engine is in no swarm; the engine is left as found. The tests run in order on one
+class and one worker: join, nodes, leave.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlflow_lab.classroom.stack import STUDENT_LABEL
+from mlflow_lab.lab import images
+from tests.e2e import worker_engine
+from tests.e2e.classroom.conftest import (
+    UP_TIMEOUT_S,
+    Classroom,
+    class_env,
+    cleanup,
+    docker,
+    swarm_state,
+)
+from tests.e2e.classroom.test_bad_input import one_line_error
+from tests.e2e.conftest import run_invoke
+from tests.helpers import wait_until
+
+JOIN_LINE = re.compile(r"add a machine: on it, run `(invoke classroom\.join [^`]+)`")
+PROBE_SERVICE = f"mlflow-class-machines-{os.getpid()}-student"
+
+
+@dataclass
+class TwoMachines:
+    env: dict[str, str]  # the manager's settings
+    worker: worker_engine.WorkerEngine
+    up_output: str
+    room: Classroom  # the class, as the other classroom tests drive it
+
+    def invoke(self, *args: str, on_worker: bool = False, check: bool = True) -> Any:
+        env = self.worker.env(self.env) if on_worker else self.env
+        return run_invoke(env, *args, check=check, timeout=600)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = json.loads(self.invoke("classroom.nodes", "--json").stdout)
+        return found
+
+    def worker_node(self) -> dict[str, Any] | None:
+        return next((n for n in self.nodes() if n["hostname"] == self.worker.name), None)
+
+
+@pytest.fixture(scope="module")
+def machines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoMachines]:
+    if swarm_state() != "inactive":
+        pytest.skip("the engine is in a swarm already (someone else's): it is not ours to make")
+    links, namespaces = worker_engine.links(), worker_engine.netns_names()
+    gwbridge_before = docker("network", "inspect", "docker_gwbridge", check=False).returncode == 0
+    state = tmp_path_factory.mktemp("class-machines")
+    stack = f"mlflow-class-machines-{os.getpid()}"
+    with worker_engine.worker_engine() as worker:
+        env = {
+            **class_env(state, stack),
+            "LAB_CLASS_ADVERTISE_ADDRESS": worker.manager_address,
+        }
+        try:
+            up = run_invoke(env, "classroom.up", timeout=UP_TIMEOUT_S)
+            yield TwoMachines(env, worker, up.stdout, Classroom(env, stack, state / "class"))
+        finally:
+            docker("service", "rm", PROBE_SERVICE, check=False)
+            cleanup(env, stack, "inactive", gwbridge_before)
+    assert swarm_state() == "inactive", "the swarm this module made is gone"
+    assert worker_engine.links() == links and worker_engine.netns_names() == namespaces
+
+
+def test_up_makes_a_swarm_other_machines_join_and_status_prints_the_command(
+    machines: TwoMachines,
+) -> None:
+    address = machines.worker.manager_address
+    assert f"initialised a swarm other machines join at {address}" in machines.up_output
+    shown = machines.invoke("classroom.status").stdout
+    found = JOIN_LINE.search(shown)
+    assert found, shown
+    command = shlex.split(found.group(1))
+    token = docker("swarm", "join-token", "-q", "worker").stdout.strip()
+    assert command == ["invoke", "classroom.join", f"{address}:2377", token]
+    report = json.loads(machines.invoke("classroom.status", "--json").stdout)
+    assert report["join"]["command"] == found.group(1)
+
+
+def test_bad_joins_are_one_line_and_leave_the_worker_as_it_was(machines: TwoMachines) -> None:
+    address = f"{machines.worker.manager_address}:2377"
+    token = docker("swarm", "join-token", "-q", "worker").stdout.strip()
+    wrong = token[:-6] + ("a" if token[-6] != "a" else "b") + token[-5:]
+    refused = machines.invoke("classroom.join", address, wrong, on_worker=True, check=False)
+    assert one_line_error(refused).startswith(
+        f"error: the manager at {address} refused the token: copy it again, the worker token"
+    )
+    # This machine, on a port nothing listens on.
+    nowhere = f"{machines.worker.manager_address}:9"
+    nobody = machines.invoke("classroom.join", nowhere, token, on_worker=True, check=False)
+    assert one_line_error(nobody).startswith(
+        f"error: cannot reach the class's manager at {nowhere} (connection refused): check"
+    )
+    assert machines.worker.swarm_state() == "inactive"
+
+
+def test_a_worker_joins_with_the_printed_command_and_nodes_lists_both(
+    machines: TwoMachines,
+) -> None:
+    command = JOIN_LINE.search(machines.invoke("classroom.status").stdout)
+    assert command
+    joined = machines.invoke(*shlex.split(command.group(1))[1:], on_worker=True)
+    assert f"This machine ({machines.worker.name}) joined the class's swarm as a worker" in (
+        joined.stdout
+    )
+    nodes = machines.nodes()
+    assert len(nodes) == 2
+    manager = next(n for n in nodes if n["this_machine"])
+    assert (manager["role"], manager["state"]) == ("manager (leader)", "ready")
+    worker = machines.worker_node()
+    assert worker and (worker["role"], worker["availability"]) == ("worker", "active")
+    wait_until(
+        lambda: (machines.worker_node() or {}).get("state") == "ready", 60, 1, "worker ready"
+    )
+    again = machines.invoke("classroom.join", command.group(1).split()[2], "SWMTKN-1-a-b",
+                            on_worker=True, check=False)  # fmt: skip
+    assert "already a worker in a swarm" in one_line_error(again)
+
+
+def test_nodes_count_the_student_servers_each_machine_runs(machines: TwoMachines) -> None:
+    worker = machines.worker_node()
+    assert worker, "the worker joined (the test before)"
+    # A service labelled as the hub labels a student's server, placed on the worker; the
+    # class's own servers stay on the manager, which has their image.
+    image = images.local_base_tag()
+    if docker("image", "inspect", image, check=False).returncode != 0:
+        image = f"mlflow-lab/class-db:{machines.env['LAB_IMAGE_TAG']}"
+    carried = worker_engine.carry_image(machines.worker, image)
+    assert carried.returncode == 0, carried.stderr
+    docker(
+        "service", "create", "--detach", "--no-resolve-image", "--name", PROBE_SERVICE,
+        "--label", f"{STUDENT_LABEL}=probe", "--constraint", f"node.id=={worker['id']}",
+        "--entrypoint", "sleep", image, "infinity",
+    )  # fmt: skip
+    wait_until(
+        lambda: (machines.worker_node() or {}).get("students") == 1, 120, 1, "counted on worker"
+    )
+    shown = machines.invoke("classroom.nodes").stdout
+    row = next(line for line in shown.splitlines() if line.startswith(machines.worker.name))
+    assert row.split() == [machines.worker.name, "worker", "ready", "active", "1"]
+    docker("service", "rm", PROBE_SERVICE)
+
+
+def test_student_servers_start_on_the_manager_which_has_their_image(
+    machines: TwoMachines, tmp_path: Path
+) -> None:
+    roster = tmp_path / "class.csv"
+    roster.write_text("alice\n")
+    machines.invoke("classroom.students", "add", str(roster))
+    password = machines.room.passwords()["alice"]
+    machines.room.spawn(machines.room.login("alice", password), "alice")
+    counts = {n["role"]: n["students"] for n in machines.nodes()}
+    assert counts == {"manager (leader)": 1, "worker": 0}
+
+
+def test_the_manager_refuses_to_leave_and_the_worker_leaves(machines: TwoMachines) -> None:
+    refused = machines.invoke("classroom.leave", check=False)
+    assert one_line_error(refused).startswith(
+        "error: this Docker engine is the class's swarm manager, not a worker: run `invoke "
+        "classroom.leave` on the worker machine"
+    )
+    assert swarm_state() == "active"
+    left = machines.invoke("classroom.leave", on_worker=True)
+    assert f"This machine ({machines.worker.name}) left the class's swarm" in left.stdout
+    assert machines.worker.swarm_state() == "inactive"
+    wait_until(lambda: (machines.worker_node() or {}).get("state") == "down", 90, 1, "worker down")
+    shown = machines.invoke("classroom.nodes").stdout
+    assert f"{machines.worker.name} is down (it left, or its engine stopped)" in shown
+    # The class itself did not notice: it still answers on the manager.
+    assert json.loads(machines.invoke("classroom.status", "--json").stdout)["deployed"]
