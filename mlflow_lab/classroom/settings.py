@@ -24,6 +24,9 @@ _DEFAULT = re.compile(r"\$\{(LAB_CLASS_[A-Z0-9_]+):-([^}]*)\}")
 _STACK_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _USER = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
 _MEMORY = re.compile(r"^[1-9][0-9]*[KMG]$")
+# Where the hub serves the class's MLflow UI: the hub service named in
+# docker/hub/mlflow_ui_rules.py (SERVICE), a test keeps the two the same.
+MLFLOW_UI_PATH = "/services/mlflow/"
 
 # The order is the order of the README table and .env.example.
 SETTINGS: tuple[Setting, ...] = (
@@ -111,6 +114,11 @@ class ClassSettings:
     @property
     def hub_url(self) -> str:
         return f"{'https' if self.https else 'http'}://{self.host}:{self.port}"
+
+    @property
+    def mlflow_ui_url(self) -> str:
+        """The class's MLflow UI, behind the hub's login."""
+        return self.hub_url + MLFLOW_UI_PATH
 
     @property
     def secrets_dir(self) -> Path:
