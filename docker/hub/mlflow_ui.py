@@ -145,7 +145,7 @@ class MLflowProxy(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
             ) as answer:
                 await self.relay(answer, name)
         except (TimeoutError, aiohttp.ClientError) as exc:
-            log.warning("%s %s for %s: %s", method, path, name, exc)
+            log.warning("%s %s for %s: %s", method, path, name, str(exc)[:300])
             if not self.relaying:
                 self.plain(502, NO_MLFLOW)
 
@@ -172,6 +172,14 @@ class MLflowProxy(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
         self.finish(text + "\n")
 
 
+def log_request(handler: web.RequestHandler) -> None:
+    # One UI page is dozens of requests: the hub's log keeps only the failed ones.
+    status = handler.get_status()
+    if status >= 400:
+        request = handler.request
+        log.warning("%d %s %s (%s)", status, request.method, request.path, request.remote_ip)
+
+
 def application(http: aiohttp.ClientSession, logins: Logins) -> web.Application:
     return web.Application(
         [
@@ -182,6 +190,7 @@ def application(http: aiohttp.ClientSession, logins: Logins) -> web.Application:
         # Signs the service's own login cookie; a new one after a restart only means a
         # new (invisible) OAuth round trip through the hub.
         cookie_secret=os.urandom(32),
+        log_function=log_request,
     )
 
 
