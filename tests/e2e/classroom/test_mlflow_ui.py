@@ -7,6 +7,7 @@ request here comes from this machine through the hub's published port, as a brow
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -122,6 +123,13 @@ def lab_runs(
     )
     assert runs.status_code == 200, runs.text
     return {r["info"]["run_id"]: r for r in runs.json().get("runs", [])}
+
+
+def test_up_and_status_print_the_mlflow_ui_url(classroom: Classroom) -> None:
+    url = classroom.url + MLFLOW_UI_PATH
+    assert url in classroom.up_output.stdout  # type: ignore[attr-defined]
+    assert url in classroom.invoke("classroom.status").stdout
+    assert json.loads(classroom.invoke("classroom.status", "--json").stdout)["mlflow_ui_url"] == url
 
 
 def test_an_anonymous_request_goes_to_the_hubs_login_and_never_to_mlflow(

@@ -33,6 +33,7 @@ def test_defaults_come_from_classroom_yaml(load) -> None:  # type: ignore[no-unt
     assert got.stack == defaults["LAB_CLASS_STACK"]
     assert got.idle_minutes == 60
     assert got.hub_url == "http://127.0.0.1:8000"
+    assert got.mlflow_ui_url == "http://127.0.0.1:8000/services/mlflow/"
     assert not got.https
     # Every class setting is documented, and every yaml default belongs to one.
     assert set(defaults) <= class_settings.SETTING_NAMES
