@@ -32,9 +32,10 @@ from tornado.iostream import StreamClosedError
 
 log = logging.getLogger("mlflow-ui")
 
-UPSTREAM = os.environ.get("LAB_CLASS_MLFLOW_URL", "http://mlflow:8080")
-INSTRUCTOR = os.environ.get("LAB_CLASS_INSTRUCTOR", "instructor")
-PREFIX = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{rules.SERVICE}/")
+# The hub's config (jupyterhub_config.py) and JupyterHub itself set these for the service.
+UPSTREAM = os.environ["LAB_CLASS_MLFLOW_URL"]
+INSTRUCTOR = os.environ["LAB_CLASS_INSTRUCTOR"]
+PREFIX = os.environ["JUPYTERHUB_SERVICE_PREFIX"]  # /services/mlflow/
 # Request bodies are read whole before they go on: the UI sends small JSON, never files.
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 # A login read from the hub is used this long; a new password (a reset, then a new login)
