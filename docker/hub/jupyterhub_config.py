@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp.connector
 import aiohttp.resolver
 from docker.types import Healthcheck, Mount
+from mlflow_ui_rules import SERVICE as MLFLOW_UI
 
 # The hub checks a student's server with aiohttp, which resolves with aiodns (c-ares)
 # when that is installed, and c-ares keeps answers for their TTL: Docker's DNS gives a
@@ -42,6 +43,8 @@ CLASS_DIR = Path("/srv/class")  # the class's state dir on the host, read-only
 STACK = os.environ.get("LAB_CLASS_STACK", "mlflow-class")
 INSTRUCTOR = os.environ.get("LAB_CLASS_INSTRUCTOR", "instructor")
 WORKSPACE = "/home/student/workspace"
+MLFLOW_HOSTPORT = "mlflow:8080"  # the class's MLflow on the class network
+MLFLOW_URL = f"http://{MLFLOW_HOSTPORT}"
 
 
 def secret(name: str) -> str:
@@ -93,6 +96,16 @@ c.JupyterHub.services = [
             f"--cull-every={max(30, min(300, idle_s // 4))}",
         ],
     },
+    {
+        # The class's MLflow UI for its logged-in users (mlflow_ui.py), in the hub's menu.
+        "name": MLFLOW_UI,
+        "url": "http://127.0.0.1:8082",
+        "command": [sys.executable, "/etc/jupyterhub/mlflow_ui.py"],
+        "environment": {"LAB_CLASS_INSTRUCTOR": INSTRUCTOR, "LAB_CLASS_MLFLOW_URL": MLFLOW_URL},
+        "display": True,
+        # The class's own tool: no "authorize this application?" page on the way in.
+        "oauth_no_confirm": True,
+    },
 ]
 c.JupyterHub.load_roles = [
     {
@@ -110,6 +123,18 @@ c.JupyterHub.load_roles = [
         "name": "idle-culler",
         "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
         "services": ["idle-culler"],
+    },
+    {
+        # The least that reads a user's MLflow password: the user model (by name) with its
+        # auth_state.
+        "name": "mlflow-ui",
+        "scopes": ["read:users:name", "admin:auth_state"],
+        "services": [MLFLOW_UI],
+    },
+    {
+        # JupyterHub's default user role, plus the MLflow UI (students are no hub admins).
+        "name": "user",
+        "scopes": ["self", f"access:services!service={MLFLOW_UI}"],
     },
 ]
 
@@ -133,7 +158,7 @@ c.Spawner.http_timeout = 180
 c.Spawner.cpu_limit = float(os.environ.get("LAB_CLASS_CPU_LIMIT", "1"))
 c.Spawner.mem_limit = os.environ.get("LAB_CLASS_MEM_LIMIT", "2G")
 c.Spawner.environment = {
-    "LAB_MLFLOW_UPSTREAM": "mlflow:8080",
+    "LAB_MLFLOW_UPSTREAM": MLFLOW_HOSTPORT,
     "LAB_COURSE_CACHE": os.environ.get("LAB_COURSE_CACHE", ""),
     "LAB_COURSE_NAME": os.environ.get("LAB_COURSE_NAME", ""),
     "LAB_COURSE_BRANCH": os.environ.get("LAB_REPO_BRANCH", "dev"),

@@ -19,7 +19,13 @@ CLASS_LOCK = "docker/classroom-constraints.txt"
 # What each class image is built from; a change to any of these rebuilds it.
 IMAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "hub": ("docker/hub", CLASS_LOCK, "docker/mlflow/http-ok.sh", "docker/base"),
-    "mlflow": ("docker/class-mlflow", CLASS_LOCK, "docker/mlflow/http-ok.sh", "docker/base"),
+    "mlflow": (
+        "docker/class-mlflow",
+        CLASS_LOCK,
+        "docker/mlflow/http-ok.sh",
+        "docker/mlflow/ui_defaults.py",
+        "docker/base",
+    ),
     "db": ("docker/class-db", "docker/base"),
     "notebook": ("docker/class-notebook",),
 }

@@ -29,6 +29,9 @@ _MEMORY = re.compile(r"^([1-9][0-9]*)([KMG])$")
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 # Below this a student's JupyterLab with its kernel does not start.
 MIN_MEMORY = "256M"
+# Where the hub serves the class's MLflow UI: the hub service named in
+# docker/hub/mlflow_ui_rules.py (SERVICE), a test keeps the two the same.
+MLFLOW_UI_PATH = "/services/mlflow/"
 
 # The order is the order of the README table and .env.example.
 SETTINGS: tuple[Setting, ...] = (
@@ -134,6 +137,11 @@ class ClassSettings:
     @property
     def hub_url(self) -> str:
         return f"{'https' if self.https else 'http'}://{self.host}:{self.port}"
+
+    @property
+    def mlflow_ui_url(self) -> str:
+        """The class's MLflow UI, behind the hub's login."""
+        return self.hub_url + MLFLOW_UI_PATH
 
     @property
     def secrets_dir(self) -> Path:

@@ -163,6 +163,7 @@ def _healthy(settings: ClassSettings, service: str) -> bool:
 
 def print_ready(settings: ClassSettings) -> None:
     print(f"The class is ready: {settings.hub_url}")
+    print(f"MLflow UI (hub login; students see their own work): {settings.mlflow_ui_url}")
     print(
         f"Instructor: {settings.instructor}, password in "
         f"{state.instructor_password_file(settings)} (also MLflow's admin login)."
@@ -258,6 +259,7 @@ def status(settings: ClassSettings) -> dict[str, Any]:
     report: dict[str, Any] = {
         "stack": settings.stack,
         "hub_url": settings.hub_url,
+        "mlflow_ui_url": settings.mlflow_ui_url,
         "https": settings.https,
         "deployed": up_now,
         "services": {s: _service_report(settings, s) for s in SERVICES} if up_now else {},
@@ -315,6 +317,7 @@ def students_report(settings: ClassSettings, up_now: bool) -> list[dict[str, Any
 
 def format_status(report: dict[str, Any]) -> str:
     lines = [f"Class {report['stack']}: {report['hub_url']}"]
+    lines.append(f"  MLflow UI: {report['mlflow_ui_url']} (hub login)")
     if not report["deployed"]:
         lines.append("  not deployed (start it with `invoke classroom.up`)")
     for name, svc in report["services"].items():

@@ -33,7 +33,7 @@ enable_optional_positionals()
 )
 @one_line_errors
 def up(c: Context, no_init: bool = False, no_build: bool = False, verbose: bool = False) -> None:
-    """Deploy the class (swarm, images, stack), wait until it answers, print the hub URL.
+    """Deploy the class (swarm, images, stack), wait until it answers, print its URLs.
 
     Run it again at any time: it changes only what is out of date. Every user, run,
     artifact and notebook of an earlier `classroom.down` comes back.
@@ -60,7 +60,7 @@ def destroy(c: Context, yes: bool = False) -> None:
 @task(help={"json": "Print JSON for scripts (includes the API token and the join token)."})
 @one_line_errors
 def status(c: Context, json_: bool = False) -> None:
-    """Services and health, nodes, each student's server, the hub URL and an API token.
+    """Services and health, nodes, each student's server, the hub and MLflow UI URLs, a token.
 
     It also prints the command that adds another machine to the class (`classroom.join`).
     """

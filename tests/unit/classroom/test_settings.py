@@ -39,6 +39,7 @@ def test_defaults_come_from_classroom_yaml(load) -> None:  # type: ignore[no-unt
     assert got.stack == defaults["LAB_CLASS_STACK"]
     assert got.idle_minutes == 60
     assert got.hub_url == "http://127.0.0.1:8000"
+    assert got.mlflow_ui_url == "http://127.0.0.1:8000/services/mlflow/"
     assert not got.https
     assert got.advertise_address == "", "one machine unless told otherwise"
     assert load(LAB_CLASS_ADVERTISE_ADDRESS="192.168.1.10").advertise_address == "192.168.1.10"
