@@ -188,9 +188,15 @@ def all_at_once(work: dict[str, Callable[[], T]]) -> dict[str, T]:
         gate.wait()
         return body()
 
-    with ThreadPoolExecutor(max_workers=len(work)) as pool:
+    pool = ThreadPoolExecutor(max_workers=len(work))
+    try:
         futures = {who: pool.submit(released, body) for who, body in work.items()}
         return {who: future.result() for who, future in futures.items()}
+    finally:
+        # On Ctrl-C, no wait for labs still running: the teardown removes their containers,
+        # which ends them; threads still at the gate are let go.
+        gate.abort()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def log_in(settings: ClassSettings, user: str, password: str) -> Hub:
@@ -420,11 +426,16 @@ def _stopped(session: Hub, user: str) -> bool:
 
 
 def soak_student(
-    settings: ClassSettings, user: str, password: str, deadline: float, runs: list[fig.LabRun]
+    settings: ClassSettings,
+    user: str,
+    password: str,
+    deadline: float,
+    stop: threading.Event,
+    runs: list[fig.LabRun],
 ) -> int:
     """Log in, run the lab, stop the server, log out, until the deadline; how many logins."""
     logins = 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stop.is_set():
         try:
             session, _ = spawn(settings, user, password)
             logins += 1
@@ -448,16 +459,20 @@ def soak(user: ClassSettings, students: int, minutes: float) -> fig.SoakFigures:
         samples: dict[str, list[float]] = {s: [] for s in stack.SERVICES}
         began = time.monotonic()
         deadline = began + minutes * 60
+        stop = threading.Event()  # set on Ctrl-C: no student starts another round
         with ThreadPoolExecutor(max_workers=count) as pool:
             logins = [
-                pool.submit(soak_student, settings, u, p, deadline, runs)
+                pool.submit(soak_student, settings, u, p, deadline, stop, runs)
                 for u, p in passwords.items()
             ]
-            while not all(f.done() for f in logins):
-                time.sleep(1)
-                if time.monotonic() - began >= SOAK_SAMPLE_S * (len(samples["hub"]) + 1):
-                    for service, mb in shared_mb(settings).items():
-                        samples[service].append(mb)
+            try:
+                while not all(f.done() for f in logins):
+                    time.sleep(1)
+                    if time.monotonic() - began >= SOAK_SAMPLE_S * (len(samples["hub"]) + 1):
+                        for service, mb in shared_mb(settings).items():
+                            samples[service].append(mb)
+            finally:
+                stop.set()
             total_logins = sum(f.result() for f in logins)
         for service, mb in shared_mb(settings).items():
             samples[service].append(mb)
@@ -494,6 +509,7 @@ def run(user: ClassSettings, *, students: int, smoke: bool, soak_minutes: float)
         students=students,
         cores=cores,
         peak_mb_per_student=ours.peak_mb_per_student,
+        idle_mb_per_student=ours.idle_mb_per_student,
         shared_mb=ours.shared_total_mb,
         busy_core_s=ours.busy_core_s,
         load_ok=ours.load.errors == 0 and ours.load.p99_s <= fig.P99_TARGET_S,

@@ -139,6 +139,7 @@ def most_students(available_mb: float) -> int:
 @dataclass
 class Capacity:
     per_gib: float  # students per GiB of the machine's memory, the shared services included
+    per_gib_idle: float  # the same with every server idle (logged in, no lab running)
     per_core: float  # students per core: the N who ran the lab at once, over the cores
     per_core_met: bool  # whether those N stayed within the latency and error targets
     core_s_per_lab: float  # CPU (core-seconds, whole machine) per student's lab run
@@ -149,15 +150,18 @@ def capacity(
     students: int,
     cores: int,
     peak_mb_per_student: float,
+    idle_mb_per_student: float,
     shared_mb: float,
     busy_core_s: float,
     load_ok: bool,
 ) -> Capacity:
     """From the measures: memory sets the students per GiB (each at their lab-time peak,
     plus their share of the services), the simultaneous lab run the students per core."""
-    per_student_mb = peak_mb_per_student + shared_mb / students
+    share = shared_mb / students
+    running, idle = peak_mb_per_student + share, idle_mb_per_student + share
     return Capacity(
-        per_gib=MIB_PER_GIB / per_student_mb if per_student_mb else 0.0,
+        per_gib=MIB_PER_GIB / running if running else 0.0,
+        per_gib_idle=MIB_PER_GIB / idle if idle else 0.0,
         per_core=students / cores,
         per_core_met=load_ok,
         core_s_per_lab=busy_core_s / students,
@@ -280,8 +284,10 @@ def table(ours: ClassFigures, base: BaselineFigures | None) -> str:
 def format_capacity(cap: Capacity, students: int, cores: int) -> str:
     met = "within" if cap.per_core_met else "NOT within"
     return (
-        f"Capacity: {cap.per_gib:.1f} students per GiB (each at their lab-time peak plus "
-        f"their share of the services); {cap.per_core:.1f} students per core ({students} "
+        f"Capacity: {cap.per_gib:.1f} students per GiB while all run the lab "
+        f"({cap.per_gib_idle:.1f} idle), each at their measured PSS plus their share of the "
+        f"services; "
+        f"{cap.per_core:.1f} students per core ({students} "
         f"ran the lab at once on {cores} cores, {met} the p99 and error targets); a lab run "
         f"costs {cap.core_s_per_lab:.0f} core-seconds per student."
     )

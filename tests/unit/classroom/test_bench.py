@@ -140,16 +140,24 @@ def test_capacity_counts_each_student_at_their_peak_plus_a_share_of_the_services
         students=20,
         cores=2,
         peak_mb_per_student=462,
+        idle_mb_per_student=100,
         shared_mb=1240,
         busy_core_s=1200,
         load_ok=True,
     )
     assert cap.per_gib == pytest.approx(1024 / (462 + 62))
+    assert cap.per_gib_idle == pytest.approx(1024 / (100 + 62))
     assert cap.per_core == 10 and cap.per_core_met
     assert cap.core_s_per_lab == 60
     assert "NOT within" in fig.format_capacity(
         fig.capacity(
-            students=4, cores=2, peak_mb_per_student=1, shared_mb=1, busy_core_s=1, load_ok=False
+            students=4,
+            cores=2,
+            peak_mb_per_student=1,
+            idle_mb_per_student=1,
+            shared_mb=1,
+            busy_core_s=1,
+            load_ok=False,
         ),
         4,
         2,
