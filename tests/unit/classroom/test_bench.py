@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from invoke.context import MockContext
+from invoke.exceptions import Exit
 
+import tasks
 from mlflow_lab.classroom import bench, state
 from mlflow_lab.classroom import bench_figures as fig
 from mlflow_lab.classroom import settings as class_settings
@@ -330,3 +333,34 @@ def test_idle_memory_is_the_pss_of_the_containers_processes(
     assert bench.container_mb("c1") == 42.0 and seen == [[11, 12]]
     fake_docker.fail(r"^docker top c2", "No such container: c2")
     assert bench.container_mb("c2") == 0.0
+
+
+# -- the task --------------------------------------------------------------------------
+
+
+def test_a_soak_without_classroom_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    isolate_settings(monkeypatch, tmp_path)
+    with pytest.raises(
+        Exit, match=r"^error: --soak measures the classroom server: add --classroom$"
+    ):
+        tasks.bench(MockContext(), soak=10)
+
+
+def test_the_task_hands_the_class_settings_and_the_number_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    isolate_settings(monkeypatch, tmp_path)
+    seen: dict[str, Any] = {}
+
+    def run(user: ClassSettings, **kwargs: Any) -> str:
+        seen.update(kwargs, stack=user.stack)
+        return "the figures"
+
+    monkeypatch.setattr(bench, "run", run)
+    tasks.bench(MockContext(), classroom=True, soak=10)  # `--classroom` alone
+    assert seen == {"students": 20, "smoke": False, "soak_minutes": 10, "stack": "mlflow-class"}
+    assert capsys.readouterr().out == "the figures\n"
+    tasks.bench(MockContext(), classroom="7", smoke=True)
+    assert seen["students"] == 7 and seen["smoke"] is True
