@@ -137,13 +137,44 @@ def datasets(c: Context) -> None:
 @task(
     help={
         "rounds": "Rounds per measure; medians are reported (at least 3 for real figures).",
-        "smoke": "A light load (5 clients) for a quick check, e.g. in CI.",
+        "smoke": "A light load for a quick check (5 clients; with --classroom: 3 students).",
         "cold": "Also time a cold build from nothing (no images, no cache): ~5 minutes.",
-    }
+        "classroom": "Benchmark the classroom server instead: N students at once (--classroom "
+        "alone: 20) on a class of its own, against one all-in-one container per student.",
+        "soak": "With --classroom: the soak instead, this many minutes (10 for a real figure) "
+        "of N/2 students logging in and out; hub and MLflow memory each minute, no lost run.",
+    },
+    optional=["classroom"],
 )
 @_one_line_errors
-def bench(c: Context, rounds: int = 3, smoke: bool = False, cold: bool = False) -> None:
-    """Benchmark the lab against a bare `mlflow server`; prints a table of figures and ratios."""
+def bench(
+    c: Context,
+    rounds: int = 3,
+    smoke: bool = False,
+    cold: bool = False,
+    classroom: str = "",
+    soak: int = 0,
+) -> None:
+    """Benchmark the lab against a bare `mlflow server`; prints a table of figures and ratios.
+
+    With --classroom, the classroom server (own stack, never your class) against one
+    all-in-one container per student; `--classroom --soak 10` for its soak.
+    """
+    if classroom:
+        from mlflow_lab.classroom import bench as class_bench
+        from mlflow_lab.classroom import settings as class_settings
+
+        print(
+            class_bench.run(
+                class_settings.load(),
+                students=class_bench.students_wanted(classroom),
+                smoke=smoke,
+                soak_minutes=soak,
+            )
+        )
+        return
+    if soak:
+        raise LabError("--soak measures the classroom server: add --classroom")
     from mlflow_lab.lab import bench as bench_module
 
     print(bench_module.run(settings.load(), rounds=rounds, smoke=smoke, cold=cold))
