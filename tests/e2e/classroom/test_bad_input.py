@@ -85,6 +85,7 @@ def test_bad_tls_files_deploy_nothing(
     assert swarm_state() == before
     assert not (tmp_path / "class").exists(), "the class's state dir was made"
 
+
 def test_up_on_a_swarm_worker_says_to_run_it_on_the_manager(
     env: dict[str, str], tmp_path: Path
 ) -> None:

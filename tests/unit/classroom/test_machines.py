@@ -292,6 +292,7 @@ def test_status_prints_the_join_command(fake_docker: FakeDocker) -> None:
     report = {
         "stack": "c",
         "hub_url": "http://127.0.0.1:8000",
+        "mlflow_ui_url": "http://127.0.0.1:8000/services/mlflow/",
         "deployed": False,
         "services": {},
         "nodes": [],
