@@ -17,6 +17,9 @@ import pytest
 
 from mlflow_lab.classroom.hub import Hub
 from tests.e2e.classroom.conftest import Classroom, docker
+from tests.helpers import container_module, wait_until
+
+AUTH_CACHE_TTL_S = container_module("class-mlflow", "class_serve").AUTH_CACHE_TTL_S
 
 LAB_SCRIPT = "/home/student/workspace/mlflow-tracking-lab/mlflow_tracking_lab.py"
 STUDENTS = ("alice", "bob")
@@ -157,6 +160,56 @@ def test_a_restarted_server_keeps_a_saved_notebook(
     classroom.spawn(session, "alice")
     status, _, text = session.request("GET", "/user/alice/api/contents/saved.ipynb")
     assert status == 200, text
+
+
+MLFLOW_LOGIN_STATUS = """
+import base64, json, os, urllib.error, urllib.request
+user, password = os.environ["WHO"], os.environ["PASSWORD"]
+request = urllib.request.Request(
+    "http://127.0.0.1:8080/api/2.0/mlflow/experiments/search?max_results=1",
+    headers={
+        "Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode(),
+        "X-MLFLOW-WORKSPACE": user,
+    },
+)
+try:
+    status = urllib.request.urlopen(request, timeout=30).status
+except urllib.error.HTTPError as exc:
+    status = exc.code
+print(json.dumps(status))
+"""
+
+
+def test_reset_password_retires_the_old_login_in_the_hub_and_in_mlflow(
+    classroom: Classroom, enrolled: dict[str, str], tmp_path: Path
+) -> None:
+    roster = tmp_path / "erin.csv"
+    roster.write_text("erin\n")
+    classroom.invoke("classroom.students", "add", str(roster))
+    old = classroom.passwords()["erin"]
+    mlflow = classroom.service_container("mlflow")
+
+    def mlflow_status(password: str) -> int:
+        return int(
+            classroom.json_in(mlflow, MLFLOW_LOGIN_STATUS, {"WHO": "erin", "PASSWORD": password})
+        )
+
+    # Asked a few times, so each of MLflow's workers has the old login in its cache.
+    assert {mlflow_status(old) for _ in range(6)} == {200}
+    out = classroom.invoke("classroom.students", "reset-password", "erin").stdout
+    new = classroom.passwords()["erin"]
+    assert new != old and new in out
+    assert not Hub(classroom.url).login("erin", old)
+    assert Hub(classroom.url).login("erin", new)
+    assert mlflow_status(new) == 200
+    # MLflow's credential cache may accept the old password for its lifetime in the
+    # workers that did not make the change (class_serve.AUTH_CACHE_TTL_S), never longer.
+    wait_until(
+        lambda: {mlflow_status(old) for _ in range(4)} == {401},
+        timeout=AUTH_CACHE_TTL_S + 45,
+        interval=5,
+        what="MLflow to refuse erin's old password",
+    )
 
 
 def test_down_and_up_keep_users_runs_artifacts_and_notebooks(
