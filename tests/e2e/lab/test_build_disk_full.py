@@ -10,44 +10,23 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from mlflow_lab.lab import images
 from tests.e2e.conftest import lab_env, run_invoke
-from tests.helpers import wait_until
+from tests.e2e.second_engine import Engine, links, second_engine, skip_unless_possible
 
 TMPFS_MB = 700
 # A bridge of the second engine's own (from the RFC 2544 benchmarking range): with none,
 # dockerd would delete the main engine's docker0 on start.
 BRIDGE_ADDRESS = "198.18.254.1/24"
 LEFT_FREE_MB = 16
-ENGINE_START_TIMEOUT_S = 90
 STUDENT_VOLUME = "students-work"
-
-
-@dataclass
-class Engine:
-    host: str  # DOCKER_HOST of this engine
-    data_root: Path
-
-    def docker(self, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            ["docker", "-H", self.host, *args],
-            input=stdin,
-            capture_output=True,
-            timeout=600,
-            check=False,
-        )
-
-    def free_bytes(self) -> int:
-        return shutil.disk_usage(self.data_root).free
 
 
 def _mount_tmpfs(where: Path) -> bool:
@@ -56,76 +35,28 @@ def _mount_tmpfs(where: Path) -> bool:
     return subprocess.run(mount, capture_output=True, check=False).returncode == 0
 
 
-def _links() -> set[str]:
-    listing = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True)
-    return {line.split(":")[1].strip().split("@")[0] for line in listing.stdout.splitlines()}
-
-
-def _stop(daemon: subprocess.Popen[bytes]) -> None:
-    daemon.send_signal(signal.SIGTERM)
-    try:
-        daemon.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        daemon.kill()
-        daemon.wait(timeout=30)
-
-
 @pytest.fixture
 def small_engine() -> Iterator[Engine]:
     """A second dockerd whose data root is a TMPFS_MB tmpfs; torn down afterwards."""
-    if os.geteuid() != 0 or not shutil.which("dockerd") or not shutil.which("ip"):
-        pytest.skip("a second Docker engine needs root, dockerd and ip on this machine")
+    skip_unless_possible()
     # Short: a unix socket path may not exceed 107 bytes.
-    root = Path(tempfile.mkdtemp(prefix="lab-e2e-engine-", dir="/tmp"))
+    root = Path(tempfile.mkdtemp(prefix="lab-e2e-small-", dir="/tmp"))
     data = root / "data"
-    if not _mount_tmpfs(data):
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.skip("cannot mount a tmpfs here")
-    bridge = f"labe2e{os.getpid() % 100000}"
-    config = root / "daemon.json"
-    config.write_text("{}\n", encoding="utf-8")
-    engine = Engine(f"unix://{root / 'docker.sock'}", data)
-    daemon: subprocess.Popen[bytes] | None = None
-    with (root / "dockerd.log").open("wb") as log:
-        try:
-            subprocess.run(["ip", "link", "add", "name", bridge, "type", "bridge"], check=True)
-            subprocess.run(["ip", "addr", "add", BRIDGE_ADDRESS, "dev", bridge], check=True)
-            # Its own bridge and no iptables rules: the main engine's networks stay untouched.
-            daemon = subprocess.Popen(
-                [
-                    "dockerd",
-                    f"--config-file={config}",
-                    f"--data-root={data}",
-                    f"--exec-root={root / 'exec'}",
-                    f"--pidfile={root / 'dockerd.pid'}",
-                    f"--host={engine.host}",
-                    f"--bridge={bridge}",
-                    "--iptables=false",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-            wait_until(
-                lambda: engine.docker("info").returncode == 0,
-                ENGINE_START_TIMEOUT_S,
-                0.5,
-                "the second engine answering",
-            )
+    try:
+        if not _mount_tmpfs(data):
+            pytest.skip("cannot mount a tmpfs here")
+        with second_engine(BRIDGE_ADDRESS, data_root=data) as engine:
             yield engine
-        finally:
-            if daemon is not None:
-                _stop(daemon)
-            subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
-            if subprocess.run(["umount", str(data)], check=False).returncode != 0:
-                subprocess.run(["umount", "--lazy", str(data)], check=False)
-            shutil.rmtree(root, ignore_errors=True)
+    finally:
+        if data.is_mount() and subprocess.run(["umount", str(data)], check=False).returncode:
+            subprocess.run(["umount", "--lazy", str(data)], check=False)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_a_disk_filling_up_during_a_build_is_one_line_and_loses_nothing(
     small_engine: Engine, tmp_path: Path
 ) -> None:
-    links = _links()
+    before = links()
     base = images.local_base_tag()
     if images.image_label(base) is None:
         pytest.skip(f"{base} is not on the main engine: nothing to seed the small one with")
@@ -173,4 +104,4 @@ def test_a_disk_filling_up_during_a_build_is_one_line_and_loses_nothing(
     assert kept.stdout.decode().strip() == note
     assert small_engine.docker("image", "inspect", base).returncode == 0
     assert small_engine.docker("image", "inspect", "mlflow-lab/mlflow:latest").returncode != 0
-    assert links <= _links(), "the main engine's interfaces (docker0...) are all still there"
+    assert before <= links(), "the main engine's interfaces (docker0...) are all still there"
