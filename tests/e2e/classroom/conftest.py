@@ -19,15 +19,13 @@ from typing import Any
 import pytest
 
 from mlflow_lab.classroom.hub import Hub, wait_ready
-from tests.e2e.conftest import run_invoke, served_course_repo
+from tests.e2e.conftest import run_invoke
 from tests.helpers import free_port
 
 UP_TIMEOUT_S = 2400  # a cold build of the class images on 2 cores is part of the first `up`
 # The lab's images for the class are built under their own tag, so these tests never
 # rebuild the `latest` images other work on this engine uses.
 IMAGE_TAG = os.environ.get("LAB_E2E_CLASS_IMAGE_TAG", "classroom")
-# The course repo the package's class serves its students (tests.e2e.conftest's files).
-COURSE = "MLOps"
 
 
 def docker(
@@ -188,15 +186,11 @@ def classroom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Classroom]:
     swarm_before = swarm_state()
     gwbridge_before = docker("network", "inspect", "docker_gwbridge", check=False).returncode == 0
     room = Classroom(env, stack, state / "class")
-    # The course repo as the class gets it (served on loopback: GitHub is out of reach),
-    # there for every `classroom.up` of the package, redeploys included.
-    with served_course_repo(tmp_path_factory.mktemp("course-served"), COURSE) as course:
-        env["LAB_REPO_URL"] = course.url
-        try:
-            room.up_output = room.invoke("classroom.up", timeout=UP_TIMEOUT_S)  # type: ignore[attr-defined]
-            yield room
-        finally:
-            cleanup(env, stack, swarm_before, gwbridge_before)
+    try:
+        room.up_output = room.invoke("classroom.up", timeout=UP_TIMEOUT_S)  # type: ignore[attr-defined]
+        yield room
+    finally:
+        cleanup(env, stack, swarm_before, gwbridge_before)
 
 
 @pytest.hookimpl(hookwrapper=True)

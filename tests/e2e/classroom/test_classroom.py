@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from mlflow_lab.classroom.hub import Hub
-from tests.e2e.classroom.conftest import COURSE, Classroom, docker
+from tests.e2e.classroom.conftest import Classroom, docker
 from tests.helpers import container_module, wait_until
 
 AUTH_CACHE_TTL_S = container_module("class-mlflow", "class_serve").AUTH_CACHE_TTL_S
@@ -150,40 +150,16 @@ NOTEBOOK = {
 }
 
 
-def course_file(session: Hub, user: str, name: str) -> tuple[int, str]:
-    """A file of the course repo in the user's workspace, through their Jupyter server."""
-    path = f"/user/{user}/api/contents/{COURSE}/{name}?type=file&format=text&content=1"
-    status, _, text = session.request("GET", path)
-    return status, json.loads(text).get("content", "") if status == 200 else text
-
-
-def test_each_student_gets_the_course_repo_in_their_workspace(
-    classroom: Classroom, enrolled: dict[str, str]
-) -> None:
-    for user in STUDENTS:
-        session = classroom.login(user, enrolled[user])
-        classroom.spawn(session, user)
-        assert course_file(session, user, "README.md") == (200, "v1\n"), user
-        status, _ = course_file(session, user, "01_intro.ipynb")
-        assert status == 200, user
-
-
 def test_a_restarted_server_keeps_a_saved_notebook(
     classroom: Classroom, enrolled: dict[str, str]
 ) -> None:
     session = classroom.login("alice", enrolled["alice"])
     status, _, _ = session.request("PUT", "/user/alice/api/contents/saved.ipynb", NOTEBOOK)
     assert status in (200, 201)
-    # An edit of a course file: at the next start the course is placed again, by the
-    # never-lose-work rules (the student's edit wins).
-    edit = {"type": "file", "format": "text", "content": "alice's notes\n"}
-    status, _, text = session.request("PUT", f"/user/alice/api/contents/{COURSE}/README.md", edit)
-    assert status in (200, 201), text
     session.api("DELETE", "/users/alice/server")
     classroom.spawn(session, "alice")
     status, _, text = session.request("GET", "/user/alice/api/contents/saved.ipynb")
     assert status == 200, text
-    assert course_file(session, "alice", "README.md") == (200, "alice's notes\n")
 
 
 MLFLOW_LOGIN_STATUS = """
