@@ -91,10 +91,21 @@ class ClassSpawner(SwarmSpawner):  # type: ignore[misc]
         IN_FLIGHT[self.service_name] = node.id
         try:
             started = await super().start()
+        except placement.PlacementError:
+            # Swarm would go on retrying a task that cannot run there.
+            await self._remove_service()
+            raise
         finally:
             IN_FLIGHT.pop(self.service_name, None)
         self.pin = placement.Pin(node.id, node.hostname)
         return started
+
+    async def _remove_service(self) -> None:
+        try:
+            await self.remove_object()
+        except Exception as exc:  # gone already, or the engine busy: the next start retries
+            self.log.warning("could not remove %s: %s", self.service_name, exc)
+        self.object_id = ""
 
     async def start_object(self) -> None:
         """Wait for the server's task to run, as SwarmSpawner does, but give up at once
@@ -126,6 +137,9 @@ class ClassSpawner(SwarmSpawner):  # type: ignore[misc]
         status = task["Status"]
         state = str(status["State"]).lower()
         if state == "pending" and "no suitable node" in str(status.get("Err", "")):
+            # JupyterHub stops no server it finds stopped; without this, Swarm would start
+            # it unseen when the machine comes back.
+            await self._remove_service()
             return f"its machine is not reachable: {status.get('Err')}"
         if state in {"running", "starting", "pending", "preparing"}:
             return None

@@ -33,6 +33,7 @@ class FakeSwarmSpawner(Configurable):  # type: ignore[misc]
         self.answers: dict[str, list[dict[str, Any]]] = {}
         self.tasks_seen: list[dict[str, Any]] = []
         self.created: list[dict[str, Any]] = []
+        self.removed: list[str] = []
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.object_id = state.get("object_id", "")
@@ -53,6 +54,9 @@ class FakeSwarmSpawner(Configurable):  # type: ignore[misc]
         self.object_id = "s1"
         await self.start_object()
         return (self.service_name, 8888)
+
+    async def remove_object(self) -> None:
+        self.removed.append(self.object_id)
 
     async def get_task(self) -> dict[str, Any] | None:
         return self.tasks_seen.pop(0) if self.tasks_seen else None
@@ -150,11 +154,15 @@ def test_a_rejected_task_fails_the_start_instead_of_waiting_for_the_timeout(
     with pytest.raises(placement.PlacementError, match="could not start on teacher: it is miss"):
         asyncio.run(spawner.start())
     assert "class_node" not in spawner.get_state(), "not pinned to a node that never ran it"
+    assert spawner.removed == ["s1"], "Swarm retries no task that cannot run"
 
 
 def test_a_server_whose_machine_went_away_counts_as_stopped(spawner_class: Any) -> None:
     spawner = make(spawner_class)
     spawner.tasks_seen = [task("pending", "no suitable node (1 node not available)")]
+    spawner.object_id = "s1"
     assert "not reachable" in asyncio.run(spawner.poll())
+    assert spawner.removed == ["s1"], "no server started unseen when the machine is back"
     spawner.tasks_seen = [task("running")]
     assert asyncio.run(spawner.poll()) is None
+    assert spawner.removed == ["s1"]
