@@ -17,6 +17,7 @@ from typing import Any
 
 import placement
 from dockerspawner import SwarmSpawner
+from jupyterhub.spawner import SpawnException
 from traitlets import Unicode
 
 # Students whose node is chosen but whose service has no task yet: a class logging in at
@@ -85,6 +86,16 @@ class ClassSpawner(SwarmSpawner):  # type: ignore[misc]
             await asyncio.sleep(2)
 
     async def start(self) -> Any:
+        try:
+            return await self._start()
+        except placement.PlacementError as error:
+            # A SpawnException: JupyterHub logs it as a refusal (no traceback); 503, as the
+            # student's machine is unavailable, not their request wrong.
+            refusal = SpawnException(error.jupyterhub_message, reason="placement", status_code=503)
+            refusal.jupyterhub_message = error.jupyterhub_message  # what the spawn page shows
+            raise refusal from error
+
+    async def _start(self) -> Any:
         node = self._node = await self._place()
         self.log.info("%s's server goes to node %s (%s)", self.user.name, node.hostname, node.id)
         self.extra_placement_spec = {"constraints": placement.constraints(node)}

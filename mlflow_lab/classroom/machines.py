@@ -184,8 +184,8 @@ def _not_ready(stack: str, listed: list[dict[str, Any]]) -> dict[str, str]:
     if found is None:
         return {str(node.get("ID", "")): NOT_DEPLOYED for node in listed}
     ids = found.lines()
-    inspected = docker.inspect(*ids) if ids else None
-    tasks = [rules.task_from_api(t) for t in json.loads(inspected.stdout)] if inspected else []
+    inspected = docker.inspect(*ids).stdout if ids else ""
+    tasks = [rules.task_from_api(t) for t in json.loads(inspected or "[]")]
     nodes = [
         rules.Node(
             id=str(node.get("ID", "")),

@@ -15,8 +15,6 @@ from traitlets.config import Configurable
 
 from tests.helpers import container_module
 
-placement = container_module("hub", "placement")
-
 
 class FakeSwarmSpawner(Configurable):  # type: ignore[misc]
     """What ClassSpawner uses of SwarmSpawner (and of JupyterHub's Spawner)."""
@@ -62,11 +60,24 @@ class FakeSwarmSpawner(Configurable):  # type: ignore[misc]
         return self.tasks_seen.pop(0) if self.tasks_seen else None
 
 
+class SpawnException(Exception):
+    """JupyterHub's refusal of a spawn, as far as it matters here."""
+
+    def __init__(self, message: str, *, reason: str, status_code: int = 400) -> None:
+        super().__init__(message)
+        self.reason, self.status_code = reason, status_code
+
+
 @pytest.fixture
 def spawner_class(monkeypatch: pytest.MonkeyPatch) -> Any:
     fake = types.ModuleType("dockerspawner")
     fake.SwarmSpawner = FakeSwarmSpawner  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "dockerspawner", fake)
+    hub = types.ModuleType("jupyterhub.spawner")
+    hub.SpawnException = SpawnException  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "jupyterhub", types.ModuleType("jupyterhub"))
+    monkeypatch.setitem(sys.modules, "jupyterhub.spawner", hub)
+    container_module("hub", "placement")  # what class_spawner imports, as in the hub image
     module = container_module("hub", "class_spawner")
     monkeypatch.setattr(module, "READY_WAIT_S", 0.0)
     module.IN_FLIGHT.clear()
@@ -104,13 +115,13 @@ def make(spawner_class: Any, worker_state: str = "ready") -> Any:
 def test_the_pin_survives_a_stop_and_a_hub_restart(spawner_class: Any) -> None:
     spawner = spawner_class()
     spawner.load_state({"object_id": "s1", "class_node": {"node_id": "w7", "hostname": "pc-7"}})
-    assert spawner.pin == placement.Pin("w7", "pc-7")
+    assert spawner.pin.as_state() == {"node_id": "w7", "hostname": "pc-7"}
     spawner.clear_state()  # JupyterHub does this at every stop
     state = spawner.get_state()
     assert state["class_node"] == {"node_id": "w7", "hostname": "pc-7"}
     again = spawner_class()  # the hub restarted: a new spawner from the database's state
     again.load_state(state)
-    assert again.pin == placement.Pin("w7", "pc-7")
+    assert again.pin.as_state() == {"node_id": "w7", "hostname": "pc-7"}
     assert "class_node" not in spawner_class().get_state(), "no pin before a first server"
 
 
@@ -140,8 +151,12 @@ def test_a_pinned_student_whose_machine_is_down_gets_the_message_at_once(
 ) -> None:
     spawner = make(spawner_class, worker_state="down")
     spawner.load_state({"class_node": {"node_id": "w7", "hostname": "pc-7"}})
-    with pytest.raises(placement.PlacementError, match=r"machine \(pc-7\) is not reachable"):
+    with pytest.raises(SpawnException) as refused:
         asyncio.run(spawner.start())
+    assert refused.value.jupyterhub_message.startswith(  # type: ignore[attr-defined]
+        "Your server's machine (pc-7) is not reachable (Swarm says it is down); your work is kept"
+    )
+    assert (refused.value.reason, refused.value.status_code) == ("placement", 503)
     assert spawner.created == [], "no service made for a machine that is not there"
     assert spawner.get_state()["class_node"]["node_id"] == "w7", "still pinned: the work is there"
 
@@ -151,7 +166,7 @@ def test_a_rejected_task_fails_the_start_instead_of_waiting_for_the_timeout(
 ) -> None:
     spawner = make(spawner_class)
     spawner.tasks_seen = [task("pending"), task("rejected", "No such image: x:latest")]
-    with pytest.raises(placement.PlacementError, match="could not start on teacher: it is miss"):
+    with pytest.raises(SpawnException, match="could not start on teacher: it is missing the st"):
         asyncio.run(spawner.start())
     assert "class_node" not in spawner.get_state(), "not pinned to a node that never ran it"
     assert spawner.removed == ["s1"], "Swarm retries no task that cannot run"
