@@ -63,6 +63,8 @@ class WorkerEngine:
     def start_engine(self) -> None:
         """Start its dockerd (again: with its data, so it rejoins its swarm by itself)."""
         assert self.daemon.process is None or self.daemon.process.poll() is not None
+        # What a reboot clears (/var/run/docker): the runtime state of the engine that stopped.
+        shutil.rmtree(self.root / "exec", ignore_errors=True)
         with self.log.open("ab") as log:
             self.daemon.process = subprocess.Popen(
                 self.daemon.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
