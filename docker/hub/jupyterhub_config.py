@@ -4,8 +4,9 @@ Everything the instructor tunes comes from the environment that classroom.yaml f
 from the LAB_CLASS_* settings; secrets come from the stack's secrets (/run/secrets).
 
 - Logins: RosterAuthenticator (roster_auth.py), accounts kept by `invoke classroom.students`.
-- Student servers: dockerspawner's SwarmSpawner, one Swarm service per student from the
-  lab's jupyter image (plus jupyterhub-singleuser), on the class's overlay network. This
+- Student servers: dockerspawner's SwarmSpawner (class_spawner.py), one Swarm service per
+  student from the lab's jupyter image (plus jupyterhub-singleuser), on the class's overlay
+  network, on a machine placement.py chooses among those ready for students. This
   engine has no IPVS, so a service gets DNS round-robin endpoints (no virtual IP) and
   the hub reaches it by its service name; nothing of it is published.
 - Each student has their own workspace volume, kept when their server stops (idle
@@ -139,15 +140,12 @@ c.JupyterHub.load_roles = [
 ]
 
 # -- student servers -----------------------------------------------------------------------
-c.JupyterHub.spawner_class = "dockerspawner.SwarmSpawner"
+c.JupyterHub.spawner_class = "class_spawner.ClassSpawner"
 c.SwarmSpawner.image = os.environ["LAB_CLASS_NOTEBOOK_IMAGE"]
 c.SwarmSpawner.network_name = os.environ.get("LAB_CLASS_NETWORK", f"{STACK}_class")
 c.SwarmSpawner.use_internal_ip = True
 c.SwarmSpawner.use_internal_hostname = True
 c.SwarmSpawner.extra_endpoint_spec = {"mode": "dnsrr"}
-# On the manager, where the class images and the workspace volumes are: worker machines
-# (`classroom.join`) have neither yet, and a server placed there would not start.
-c.SwarmSpawner.extra_placement_spec = {"constraints": ["node.role == manager"]}
 c.SwarmSpawner.name_template = f"{STACK}-student-{{username}}"
 c.SwarmSpawner.cmd = ["/usr/local/lib/mlflow-lab/class-start.sh"]
 c.SwarmSpawner.notebook_dir = WORKSPACE
@@ -165,6 +163,10 @@ c.Spawner.environment = {
 }
 CLASS_LABEL = "org.mlflow-lab.class"
 STUDENT_LABEL = "org.mlflow-lab.student"
+# Where each student's server runs (a ready machine, then always the same one): see
+# class_spawner.py; the stack's `ready` service tells which machines are ready.
+c.ClassSpawner.stack = STACK
+c.ClassSpawner.class_label = f"{CLASS_LABEL}={STACK}"
 
 
 def workspace_volume(username: str) -> str:

@@ -7,10 +7,16 @@ state dir, secrets and roster stay on the manager).
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
+import sys
 from collections import Counter
+from functools import cache
+from types import ModuleType
 from typing import Any
 
+from mlflow_lab import PROJECT_ROOT
 from mlflow_lab.classroom import roster, swarm
 from mlflow_lab.classroom.stack import STUDENT_LABEL
 from mlflow_lab.core import docker, ports
@@ -152,6 +158,48 @@ def _student_servers_per_node() -> Counter[str]:
     return Counter(line.strip() for line in located.stdout.splitlines() if line.strip())
 
 
+@cache
+def placement() -> ModuleType:
+    """The hub's placement rules (docker/hub/placement.py): which machine takes students is
+    decided there, and this list must say what the hub will do."""
+    name = "mlflow_lab_hub_placement"
+    spec = importlib.util.spec_from_file_location(
+        name, PROJECT_ROOT / "docker" / "hub" / "placement.py"
+    )
+    if spec is None or spec.loader is None:
+        raise LabError("docker/hub/placement.py is missing: restore it from the repository")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+NOT_DEPLOYED = "unknown: the class is not deployed (`invoke classroom.up`)"
+
+
+def _not_ready(stack: str, listed: list[dict[str, Any]]) -> dict[str, str]:
+    """Each node's ID with why it takes no student server ("" when it does)."""
+    rules = placement()
+    found = docker.answers("service", "ps", "-q", "--no-trunc", f"{stack}_{rules.READY_SERVICE}")
+    if found is None:
+        return {str(node.get("ID", "")): NOT_DEPLOYED for node in listed}
+    ids = found.lines()
+    inspected = docker.inspect(*ids).stdout if ids else ""
+    tasks = [rules.task_from_api(t) for t in json.loads(inspected or "[]")]
+    nodes = [
+        rules.Node(
+            id=str(node.get("ID", "")),
+            hostname=str(node.get("Hostname", "")),
+            state=str(node.get("Status", "")).lower(),
+            availability=str(node.get("Availability", "")).lower(),
+            manager=bool(node.get("ManagerStatus")),
+        )
+        for node in listed
+    ]
+    answer: dict[str, str] = rules.readiness(nodes, tasks)
+    return answer
+
+
 def _role(node: dict[str, Any]) -> str:
     status = str(node.get("ManagerStatus", ""))
     if not status:
@@ -159,10 +207,13 @@ def _role(node: dict[str, Any]) -> str:
     return "manager (leader)" if status == "Leader" else f"manager ({status.lower()})"
 
 
-def nodes() -> list[dict[str, Any]]:
-    """The swarm's nodes: hostname, role, state, availability, student servers."""
+def nodes(stack: str) -> list[dict[str, Any]]:
+    """The swarm's nodes: hostname, role, state, availability, whether they take students
+    (or why not), student servers."""
     swarm.require_manager("classroom.nodes")
     counts = _student_servers_per_node()
+    listed = swarm.nodes()
+    not_ready = _not_ready(stack, listed)
     return [
         {
             "id": str(node.get("ID", "")),
@@ -170,10 +221,12 @@ def nodes() -> list[dict[str, Any]]:
             "role": _role(node),
             "state": str(node.get("Status", "")).lower(),
             "availability": str(node.get("Availability", "")).lower(),
+            "ready_for_students": not not_ready.get(str(node.get("ID", "")), NOT_DEPLOYED),
+            "not_ready_because": not_ready.get(str(node.get("ID", "")), NOT_DEPLOYED),
             "students": counts.get(str(node.get("ID", "")), 0),
             "this_machine": bool(node.get("Self")),
         }
-        for node in swarm.nodes()
+        for node in listed
     ]
 
 
@@ -184,12 +237,16 @@ def format_nodes(found: list[dict[str, Any]]) -> str:
             n["role"],
             n["state"],
             n["availability"],
+            "yes" if n["ready_for_students"] else "no",
             str(n["students"]),
         )
         for n in found
     ]
-    lines = [roster.table(rows, ("node", "role", "state", "availability", "student servers"))]
+    header = ("node", "role", "state", "availability", "ready for students", "student servers")
+    lines = [roster.table(rows, header)]
     for n in found:
+        if not n["ready_for_students"]:
+            lines.append(f"{n['hostname']} takes no student server: it is {n['not_ready_because']}")
         if n["state"] == "down" and n["role"] == "worker":
             lines.append(
                 f"{n['hostname']} is down (it left, or its engine stopped): "

@@ -17,6 +17,9 @@ from mlflow_lab.core.errors import LabError
 from mlflow_lab.lab import course
 
 SERVICES = ("hub", "mlflow", "db")
+# The global service whose task on a machine proves it can take students
+# (docker/hub/placement.py); `up` waits for it here, or the first student finds no machine.
+READY_SERVICE = "ready"
 CLASS_LABEL = "org.mlflow-lab.class"  # on student services and volumes (jupyterhub_config.py)
 STUDENT_LABEL = "org.mlflow-lab.student"
 READY_TIMEOUT_S = 300
@@ -135,17 +138,31 @@ def wait_ready(settings: ClassSettings, timeout: float = READY_TIMEOUT_S) -> Non
     deadline = time.monotonic() + timeout
     api = hub(settings)
     waiting: list[str] = []
+    ready_here = True
     while time.monotonic() < deadline:
         waiting = [s for s in SERVICES if not _healthy(settings, s)]
-        if not waiting and api.answers():
+        ready_here = _ready_here(settings)
+        if not waiting and ready_here and api.answers():
             return
         time.sleep(1)
+    if not waiting and not ready_here:
+        name = service_name(settings, READY_SERVICE)
+        raise LabError(
+            f"this machine's readiness check for student servers ({name}) did not start "
+            f"within {timeout:g} s: `docker service ps --no-trunc {name}` says why"
+        )
     logs = swarm.logs(service_name(settings, waiting[0] if waiting else "hub"), tail=5)
     last = docker.last_line(logs) or "no log lines"
     raise LabError(
         f"the class's {', '.join(waiting) or 'hub'} did not become ready within "
         f"{timeout:g} s (last log line: {last}): see `invoke classroom.logs`"
     )
+
+
+def _ready_here(settings: ClassSettings) -> bool:
+    """The readiness check (global: a task per machine) runs on this machine."""
+    name = service_name(settings, READY_SERVICE)
+    return bool(docker.containers({swarm.SERVICE_LABEL: name}, all=False))
 
 
 def _healthy(settings: ClassSettings, service: str) -> bool:

@@ -206,8 +206,9 @@ def join(c: Context, manager: str, token: str) -> None:
 @task(help={"json": "Print JSON for scripts."})
 @one_line_errors
 def nodes(c: Context, json_: bool = False) -> None:
-    """Run on the manager: the class's machines, their state and their student servers."""
-    found = machines.nodes()
+    """Run on the manager: the class's machines, their state, whether they take students
+    (or why not) and their student servers."""
+    found = machines.nodes(settings.load().stack)
     print(json.dumps(found, indent=2) if json_ else machines.format_nodes(found))
 
 

@@ -8,7 +8,9 @@ mount namespace with a tmpfs on /var/run/docker: two engines otherwise share the
 netns files there (`ip netns exec` is no help: it remounts /sys and hides the cgroups).
 
 Torn down completely, also when it fails to start: the daemon and every process in its
-namespace stopped, the namespace and veth deleted, its data removed.
+namespace stopped, the namespace and veth deleted, its data removed. In between, its
+engine can be stopped and started again (`stop_engine`, `start_engine`): a machine that
+went off and came back with its disk.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -37,6 +39,14 @@ NEEDED = ("dockerd", "ip", "nsenter", "unshare", "docker")
 _serial = itertools.count()
 
 
+class _Daemon:
+    """The engine's dockerd process, which may be stopped and started again."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self.command: list[str] = []
+
+
 @dataclass(frozen=True)
 class WorkerEngine:
     name: str  # of the netns, the veth pair's prefix and the node's hostname
@@ -44,10 +54,27 @@ class WorkerEngine:
     address: str  # its own address
     manager_address: str  # this machine's address as the worker sees it
     root: Path  # its data, exec root, socket and log
+    daemon: _Daemon = field(default_factory=_Daemon, compare=False, repr=False)
 
     @property
     def log(self) -> Path:
         return self.root / "dockerd.log"
+
+    def start_engine(self) -> None:
+        """Start its dockerd (again: with its data, so it rejoins its swarm by itself)."""
+        assert self.daemon.process is None or self.daemon.process.poll() is not None
+        # What a reboot clears (/var/run/docker): the runtime state of the engine that stopped.
+        shutil.rmtree(self.root / "exec", ignore_errors=True)
+        with self.log.open("ab") as log:
+            self.daemon.process = subprocess.Popen(
+                self.daemon.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        _wait_started(self, self.daemon.process)
+
+    def stop_engine(self) -> None:
+        """Stop its dockerd and everything it ran, as a machine switched off would."""
+        if self.daemon.process is not None:
+            _stop(self.daemon.process, self.name)
 
     def docker(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -149,7 +176,6 @@ def worker_engine(extra_args: Sequence[str] = ()) -> Iterator[WorkerEngine]:
         manager_address=manager_side,
         root=root,
     )
-    daemon: subprocess.Popen[bytes] | None = None
     try:
         _ip("netns", "add", name)
         _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
@@ -173,22 +199,15 @@ def worker_engine(extra_args: Sequence[str] = ()) -> Iterator[WorkerEngine]:
         # Its bridges and iptables rules live in its own namespace: the main engine's
         # docker0 and rules stay untouched.
         script = 'hostname "$1" && mount -t tmpfs tmpfs /var/run/docker && shift && exec "$@"'
-        with engine.log.open("wb") as log:
-            daemon = subprocess.Popen(
-                [
-                    "nsenter", f"--net=/run/netns/{name}",
-                    "unshare", "--mount", "--uts", "--propagation", "private",
-                    "sh", "-c", script, "sh", name, *dockerd,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-        _wait_started(engine, daemon)
+        engine.daemon.command = [
+            "nsenter", f"--net=/run/netns/{name}",
+            "unshare", "--mount", "--uts", "--propagation", "private",
+            "sh", "-c", script, "sh", name, *dockerd,
+        ]  # fmt: skip
+        engine.start_engine()
         yield engine
     finally:
-        if daemon is not None:
-            _stop(daemon, name)
+        engine.stop_engine()
         _ip("netns", "delete", name, check=False)
         _ip("link", "delete", outside, check=False)  # gone with its peer, unless half-made
         shutil.rmtree(root, ignore_errors=True)

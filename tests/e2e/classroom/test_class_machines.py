@@ -5,7 +5,12 @@ A class of its own (not the package's, whose swarm is on loopback): `classroom.u
 a swarm advertising LAB_CLASS_ADVERTISE_ADDRESS, the address the worker reaches this
 machine at. Runs before the module that deploys the package's class (file order), while
 the engine is in no swarm; the engine is left as found. The tests run in order on one
-class and one worker: join, nodes, leave.
+class and one worker: join, nodes, students placed on the machines ready for them, the
+worker's engine stopped and started again, leave.
+
+No course repo (the package's setting: its URL answers nothing). The course bind mount's
+source (the state dir's course/) exists for the worker anyway: it shares this machine's
+files, as a real worker would once the instructor copied the course there.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import os
 import re
 import shlex
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from mlflow_lab.classroom.hub import Hub, wait_ready
 from mlflow_lab.classroom.stack import STUDENT_LABEL
 from mlflow_lab.lab import images
 from tests.e2e import worker_engine
@@ -36,6 +43,17 @@ from tests.e2e.classroom.test_bad_input import one_line_error
 from tests.e2e.conftest import run_invoke
 from tests.helpers import wait_until
 
+LAB_SCRIPT = "/home/student/workspace/mlflow-tracking-lab/mlflow_tracking_lab.py"
+NOTEBOOK = {"type": "notebook", "content": {"cells": [], "metadata": {}, "nbformat": 4,
+                                            "nbformat_minor": 5}}  # fmt: skip
+TRACKING_CALL = """
+import json, mlflow
+mlflow.set_tracking_uri("http://127.0.0.1:8080")
+mlflow.set_experiment("still-here")
+with mlflow.start_run() as run:
+    mlflow.log_metric("x", 1.0)
+print(json.dumps({"status": mlflow.get_run(run.info.run_id).info.status}))
+"""
 JOIN_LINE = re.compile(r"add a machine: on it, run `(invoke classroom\.join [^`]+)`")
 PROBE_SERVICE = f"mlflow-class-machines-{os.getpid()}-student"
 
@@ -57,6 +75,39 @@ class TwoMachines:
 
     def worker_node(self) -> dict[str, Any] | None:
         return next((n for n in self.nodes() if n["hostname"] == self.worker.name), None)
+
+    def login(self, user: str) -> Hub:
+        return self.room.login(user, self.room.passwords()[user])
+
+    def spawn_on_worker(self, session: Hub, user: str) -> None:
+        session.api("POST", f"/users/{user}/server", ok=(400,))
+        wait_ready(session, user, timeout=300)
+        where = docker(
+            "service", "ps", "--filter", "desired-state=running", "--format", "{{.Node}}",
+            f"{self.room.stack}-student-{user}",
+        ).stdout.split()  # fmt: skip
+        assert where == [self.worker.name], f"{user}'s server runs on {where}"
+
+    def worker_container(self, user: str) -> str:
+        service = f"{self.room.stack}-student-{user}"
+        found = self.worker.docker(
+            "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}"
+        ).stdout.split()
+        assert found, f"no container of {service} on the worker"
+        return found[0]
+
+
+def notebook_image(machines: TwoMachines) -> str:
+    """The student image as the hub spawns it (its LAB_CLASS_NOTEBOOK_IMAGE)."""
+    env = docker(
+        "service", "inspect", "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
+        f"{machines.room.stack}_hub",
+    ).stdout  # fmt: skip
+    found = [
+        e.split("=", 1)[1] for e in json.loads(env) if e.startswith("LAB_CLASS_NOTEBOOK_IMAGE=")
+    ]
+    assert found, env
+    return found[0]
 
 
 @pytest.fixture(scope="module")
@@ -157,20 +208,102 @@ def test_nodes_count_the_student_servers_each_machine_runs(machines: TwoMachines
     )
     shown = machines.invoke("classroom.nodes").stdout
     row = next(line for line in shown.splitlines() if line.startswith(machines.worker.name))
-    assert row.split() == [machines.worker.name, "worker", "ready", "active", "1"]
+    # Its readiness check cannot run there: the worker has not got the student image.
+    assert row.split() == [machines.worker.name, "worker", "ready", "active", "no", "1"]
     docker("service", "rm", PROBE_SERVICE)
 
 
-def test_student_servers_start_on_the_manager_which_has_their_image(
+def test_a_worker_without_the_student_image_takes_no_student(
     machines: TwoMachines, tmp_path: Path
 ) -> None:
+    image = notebook_image(machines)
+    # Swarm's own answer: the readiness task was rejected there (after a pull that fails:
+    # there is no registry).
+    wait_until(
+        lambda: f"missing the student image (Docker: No such image: {image}"
+        in (machines.worker_node() or {})["not_ready_because"],
+        180, 2, "the worker found without the student image",
+    )  # fmt: skip
+    assert not (machines.worker_node() or {})["ready_for_students"]
+    shown = machines.invoke("classroom.nodes").stdout
+    assert f"{machines.worker.name} takes no student server: it is missing the student" in shown
     roster = tmp_path / "class.csv"
-    roster.write_text("alice\n")
+    roster.write_text("alice\nbob\n")
     machines.invoke("classroom.students", "add", str(roster))
-    password = machines.room.passwords()["alice"]
-    machines.room.spawn(machines.room.login("alice", password), "alice")
+    machines.room.spawn(machines.login("alice"), "alice")
     counts = {n["role"]: n["students"] for n in machines.nodes()}
     assert counts == {"manager (leader)": 1, "worker": 0}
+
+
+def test_a_worker_with_the_image_takes_the_next_student_who_reaches_the_hub_and_mlflow(
+    machines: TwoMachines,
+) -> None:
+    carried = worker_engine.carry_image(machines.worker, notebook_image(machines))
+    assert carried.returncode == 0, carried.stderr
+    wait_until(
+        lambda: (machines.worker_node() or {}).get("ready_for_students"), 240, 2, "worker ready"
+    )
+    session = machines.login("bob")
+    machines.spawn_on_worker(session, "bob")
+    counts = {n["role"]: n["students"] for n in machines.nodes()}
+    assert counts == {"manager (leader)": 1, "worker": 1}, "the one with fewer students"
+    # Bob's server (on the worker) reaches MLflow (on the manager) by name, as the lab does.
+    done = machines.worker.docker(
+        "exec", machines.worker_container("bob"), "python3", LAB_SCRIPT, timeout=900
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    # ... and the hub reaches it: a notebook saved through the hub's proxy.
+    status, _, text = session.request("PUT", "/user/bob/api/contents/saved.ipynb", NOTEBOOK)
+    assert status in (200, 201), text
+    session.api("DELETE", "/users/bob/server")
+    machines.spawn_on_worker(session, "bob")
+    status, _, text = session.request("GET", "/user/bob/api/contents/saved.ipynb")
+    assert status == 200, text
+
+
+def test_a_worker_gone_fails_its_students_start_at_once_and_brings_their_work_back(
+    machines: TwoMachines,
+) -> None:
+    session = machines.login("bob")
+    machines.worker.stop_engine()
+    try:
+        wait_until(
+            lambda: (machines.worker_node() or {}).get("state") == "down", 120, 1, "worker down"
+        )
+        worker = machines.worker_node()
+        assert worker and worker["not_ready_because"].startswith("not reachable"), worker
+        # The hub notices that Bob's server went with its machine (at the latest when he
+        # asks for it again: a start of a running server is refused with 400).
+        deadline = time.monotonic() + 120
+        while True:
+            started = time.monotonic()
+            if session.request("POST", "/hub/api/users/bob/server")[0] != 400:
+                break
+            assert started < deadline, "the hub still takes Bob's server for running"
+            time.sleep(2)
+        status, _, text = session.request("GET", "/hub/api/users/bob/server/progress")
+        assert status == 200, text
+        events = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+        assert events and events[-1].get("failed"), events
+        assert events[-1]["message"] == (
+            f"Spawn failed: Your server's machine ({machines.worker.name}) is not reachable "
+            "(Swarm says it is down); your work is kept on it. Ask your instructor to bring "
+            "it back (`invoke classroom.nodes` shows why)."
+        )
+        assert time.monotonic() - started < 30, "no spinner until the start timeout"
+        # Alice, on the manager, keeps working.
+        alice = machines.room.server_container("alice")
+        tracked = machines.room.json_in(alice, TRACKING_CALL)
+        assert tracked["status"] == "FINISHED"
+    finally:
+        machines.worker.start_engine()
+    wait_until(
+        lambda: (machines.worker_node() or {}).get("ready_for_students"), 240, 2, "worker back"
+    )
+    machines.spawn_on_worker(session, "bob")
+    status, _, text = session.request("GET", "/user/bob/api/contents/saved.ipynb")
+    assert status == 200, text
+    session.api("DELETE", "/users/bob/server")
 
 
 def test_the_manager_refuses_to_leave_and_the_worker_leaves(machines: TwoMachines) -> None:

@@ -190,6 +190,16 @@ def test_leave_outside_a_swarm_says_so(fake_docker: FakeDocker) -> None:
 # -- nodes ---------------------------------------------------------------------------------
 
 
+def ready_task(node_id: str, state: str, error: str = "", index: int = 10) -> dict[str, Any]:
+    """A task of the class's `ready` service, as `docker inspect` shows it."""
+    return {
+        "NodeID": node_id,
+        "DesiredState": "running" if state in ("running", "pending") else "shutdown",
+        "Status": {"State": state, "Err": error},
+        "Version": {"Index": index},
+    }
+
+
 def node(node_id: str, hostname: str, manager_status: str, status: str, me: bool) -> str:
     return json.dumps(
         {
@@ -227,13 +237,25 @@ def test_nodes_count_each_ones_student_servers(fake_docker: FakeDocker) -> None:
         r"^docker inspect --format \{\{.NodeID\}\} t1 t2 t3$",
         f"{MANAGER_ID}\n" * 2 + f"{WORKER_ID}\n",
     )
-    found = machines.nodes()
+    fake_docker.on(r"^docker service ps -q --no-trunc c_ready$", "r1\nr2\n")
+    fake_docker.on(
+        r"^docker inspect r1 r2$",
+        json.dumps([ready_task(MANAGER_ID, "running"), ready_task(WORKER_ID, "running")]),
+    )
+    found = machines.nodes("c")
     assert [(n["hostname"], n["role"], n["state"], n["students"]) for n in found] == [
         ("teacher", "manager (leader)", "ready", 2),
         ("pc-7", "worker", "down", 1),
     ]
+    # Its readiness task still "runs" as far as the manager knows: down wins.
+    assert [(n["ready_for_students"], n["not_ready_because"]) for n in found] == [
+        (True, ""),
+        (False, "not reachable (Swarm says it is down)"),
+    ]
     shown = machines.format_nodes(found).splitlines()
-    assert shown[0].split() == ["node", "role", "state", "availability", "student", "servers"]
+    assert shown[0].split() == [
+        "node", "role", "state", "availability", "ready", "for", "students", "student", "servers",
+    ]  # fmt: skip
     assert shown[1].split() == [
         "teacher",
         "(this",
@@ -242,6 +264,7 @@ def test_nodes_count_each_ones_student_servers(fake_docker: FakeDocker) -> None:
         "(leader)",
         "ready",
         "active",
+        "yes",
         "2",
     ]
     assert shown[-1] == (
@@ -254,14 +277,53 @@ def test_nodes_without_student_servers_ask_no_more(fake_docker: FakeDocker) -> N
     fake_docker.on(r"^docker info", info("active", manager=True, address="10.0.0.1"))
     fake_docker.on(r"^docker node ls", node(MANAGER_ID, "teacher", "Leader", "Ready", True))
     fake_docker.on(r"^docker service ls", "")
-    assert [n["students"] for n in machines.nodes()] == [0]
-    assert fake_docker.matching("service ps|inspect") == []
+    fake_docker.on(r"^docker service ps -q --no-trunc c_ready$", "r1\n")
+    fake_docker.on(r"^docker inspect r1$", json.dumps([ready_task(MANAGER_ID, "running")]))
+    assert [n["students"] for n in machines.nodes("c")] == [0]
+    assert fake_docker.matching("--filter desired-state|inspect --format") == []
+
+
+def test_nodes_say_why_a_machine_takes_no_students(fake_docker: FakeDocker) -> None:
+    fake_docker.on(r"^docker info", info("active", manager=True, address="10.0.0.1"))
+    fake_docker.on(
+        r"^docker node ls",
+        "\n".join(
+            [
+                node(MANAGER_ID, "teacher", "Leader", "Ready", True),
+                node(WORKER_ID, "pc-7", "", "Ready", False),
+            ]
+        ),
+    )
+    fake_docker.on(r"^docker service ls", "")
+    fake_docker.on(r"^docker service ps -q --no-trunc c_ready$", "r1\nr2\n")
+    missing = "No such image: mlflow-lab/class-notebook:latest"
+    fake_docker.on(
+        r"^docker inspect r1 r2$",
+        json.dumps([ready_task(MANAGER_ID, "running"), ready_task(WORKER_ID, "rejected", missing)]),
+    )
+    found = machines.nodes("c")
+    assert [n["ready_for_students"] for n in found] == [True, False]
+    shown = machines.format_nodes(found).splitlines()
+    assert shown[2].split()[:5] == ["pc-7", "worker", "ready", "active", "no"]
+    assert shown[-1] == (
+        f"pc-7 takes no student server: it is missing the student image (Docker: {missing})"
+    )
+
+
+def test_nodes_without_a_class_say_so(fake_docker: FakeDocker) -> None:
+    fake_docker.on(r"^docker info", info("active", manager=True, address="10.0.0.1"))
+    fake_docker.on(r"^docker node ls", node(MANAGER_ID, "teacher", "Leader", "Ready", True))
+    fake_docker.on(r"^docker service ls", "")
+    fake_docker.fail(r"^docker service ps -q --no-trunc c_ready$", "no such service: c_ready")
+    (found,) = machines.nodes("c")
+    assert not found["ready_for_students"]
+    assert found["not_ready_because"] == machines.NOT_DEPLOYED
 
 
 def test_nodes_on_a_worker_say_to_run_them_on_the_manager(fake_docker: FakeDocker) -> None:
     fake_docker.on(r"^docker info", info("active"))
     with pytest.raises(LabError, match=r"swarm worker, not the class's manager: run `invoke cl"):
-        machines.nodes()
+        machines.nodes("c")
     assert fake_docker.matching("node ls") == []
 
 

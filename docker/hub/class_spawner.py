@@ -1,0 +1,157 @@
+"""The class's spawner: dockerspawner's SwarmSpawner that places each student (placement.py).
+
+- First server: on the ready node with the fewest student servers; then pinned there (the
+  pin is in the spawner's state, so in the hub's database: it outlives a stop, a cull and a
+  hub restart), because the student's workspace volume is on that node's disk.
+- A server that cannot run where it must (its machine down, drained, gone, or without the
+  student image) fails at once with a message for the student, instead of the spawn page
+  spinning until the start timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+import placement
+from dockerspawner import SwarmSpawner
+from jupyterhub.spawner import SpawnException
+from traitlets import Unicode
+
+# Students whose node is chosen but whose service has no task yet: a class logging in at
+# once would otherwise all be counted onto the same least-busy node.
+IN_FLIGHT: dict[str, str] = {}
+# Right after `classroom.up` (or a hub restart), the readiness checks may still be starting.
+READY_WAIT_S = 30.0
+WAITING = {"new", "assigned", "accepted", "starting", "pending", "preparing", "ready"}
+
+
+class ClassSpawner(SwarmSpawner):  # type: ignore[misc]
+    stack = Unicode(config=True, help="The class's stack name (its `ready` service's prefix).")
+    class_label = Unicode(config=True, help="The label every student service carries.")
+
+    pin: placement.Pin | None = None
+    _node: placement.Node | None = None
+
+    # -- state: the pin survives stops (clear_state) and hub restarts ---------------------
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.pin = placement.Pin.from_state(state)
+
+    def get_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().get_state()
+        if self.pin is not None:
+            state[placement.STATE_KEY] = self.pin.as_state()
+        return state
+
+    def clear_state(self) -> None:
+        """JupyterHub clears the state at every stop; the pin stays with the volume."""
+        super().clear_state()
+
+    # -- placement --------------------------------------------------------------------------
+    async def _nodes(self) -> tuple[list[placement.Node], dict[str, str]]:
+        nodes = [placement.node_from_api(n) for n in await self.docker("nodes")]
+        service = f"{self.stack}_{placement.READY_SERVICE}"
+        found = await self.docker("tasks", filters={"service": service})
+        tasks = [placement.task_from_api(t) for t in found]
+        return nodes, placement.readiness(nodes, tasks)
+
+    async def _students_per_node(self) -> Counter[str]:
+        services = await self.docker("services", filters={"label": self.class_label})
+        names = {s["ID"]: s["Spec"]["Name"] for s in services}
+        running = await self.docker("tasks", filters={"desired-state": "running"})
+        counts: Counter[str] = Counter()
+        seen = set()
+        for task in running:
+            if task.get("ServiceID") in names and task.get("NodeID"):
+                counts[task["NodeID"]] += 1
+                seen.add(names[task["ServiceID"]])
+        counts.update(node for name, node in IN_FLIGHT.items() if name not in seen)
+        return counts
+
+    async def _place(self) -> placement.Node:
+        deadline = time.monotonic() + READY_WAIT_S
+        while True:
+            nodes, not_ready = await self._nodes()
+            if self.pin is not None:
+                return placement.pinned_node(self.pin, nodes, not_ready)
+            try:
+                return placement.choose(nodes, not_ready, await self._students_per_node())
+            except placement.PlacementError:
+                starting = any("not ready yet" in why for why in not_ready.values())
+                if not starting or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(2)
+
+    async def start(self) -> Any:
+        try:
+            return await self._start()
+        except placement.PlacementError as error:
+            # A SpawnException: JupyterHub logs it as a refusal (no traceback); 503, as the
+            # student's machine is unavailable, not their request wrong.
+            refusal = SpawnException(error.jupyterhub_message, reason="placement", status_code=503)
+            refusal.jupyterhub_message = error.jupyterhub_message  # what the spawn page shows
+            raise refusal from error
+
+    async def _start(self) -> Any:
+        node = self._node = await self._place()
+        self.log.info("%s's server goes to node %s (%s)", self.user.name, node.hostname, node.id)
+        self.extra_placement_spec = {"constraints": placement.constraints(node)}
+        IN_FLIGHT[self.service_name] = node.id
+        try:
+            started = await super().start()
+        except placement.PlacementError:
+            # Swarm would go on retrying a task that cannot run there.
+            await self._remove_service()
+            raise
+        finally:
+            IN_FLIGHT.pop(self.service_name, None)
+        self.pin = placement.Pin(node.id, node.hostname)
+        return started
+
+    async def _remove_service(self) -> None:
+        try:
+            await self.remove_object()
+        except Exception as exc:  # gone already, or the engine busy: the next start retries
+            self.log.warning("could not remove %s: %s", self.service_name, exc)
+        self.object_id = ""
+
+    async def start_object(self) -> None:
+        """Wait for the server's task to run, as SwarmSpawner does, but give up at once
+        where it never will (dockerspawner waits on a rejected task until the timeout)."""
+        hostname = self._node.hostname if self._node else "its machine"
+        delay = 1.0
+        while True:
+            task = await self.get_task()
+            if not task:
+                raise RuntimeError(f"Service {self.service_name} not found")
+            status = task["Status"]
+            state = str(status["State"]).lower()
+            if state == "running":
+                return
+            failure = placement.start_failure(hostname, state, str(status.get("Err", "")))
+            if failure is not None:
+                raise failure
+            if state not in WAITING:
+                raise RuntimeError(f"Service {self.service_name} not running: {status}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 5)
+
+    async def poll(self) -> Any:
+        """As SwarmSpawner's, and a server whose machine went away counts as stopped (Swarm
+        keeps a task for it pending forever), so the student's next start says why."""
+        task = await self.get_task()
+        if not task:
+            return 0
+        status = task["Status"]
+        state = str(status["State"]).lower()
+        if state == "pending" and "no suitable node" in str(status.get("Err", "")):
+            # JupyterHub stops no server it finds stopped; without this, Swarm would start
+            # it unseen when the machine comes back.
+            await self._remove_service()
+            return f"its machine is not reachable: {status.get('Err')}"
+        if state in {"running", "starting", "pending", "preparing"}:
+            return None
+        return str(status)

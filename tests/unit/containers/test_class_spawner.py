@@ -1,0 +1,183 @@
+"""The hub's spawner (docker/hub/class_spawner.py): its pin in the state and its placement,
+on a stand-in for dockerspawner's SwarmSpawner (not installed here) with Docker's answers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import types
+from typing import Any
+
+import pytest
+from traitlets import Dict
+from traitlets.config import Configurable
+
+from tests.helpers import container_module
+
+
+class FakeSwarmSpawner(Configurable):  # type: ignore[misc]
+    """What ClassSpawner uses of SwarmSpawner (and of JupyterHub's Spawner)."""
+
+    extra_placement_spec = Dict()
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.object_id = ""
+        self.api_token = "t"
+        self.service_name = "c-student-bob"
+        self.user = types.SimpleNamespace(name="bob")
+        self.log = logging.getLogger("spawner")
+        self.answers: dict[str, list[dict[str, Any]]] = {}
+        self.tasks_seen: list[dict[str, Any]] = []
+        self.created: list[dict[str, Any]] = []
+        self.removed: list[str] = []
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.object_id = state.get("object_id", "")
+
+    def get_state(self) -> dict[str, Any]:
+        return {"object_id": self.object_id} if self.object_id else {}
+
+    def clear_state(self) -> None:
+        self.api_token = ""
+
+    async def docker(self, method: str, **kwargs: Any) -> Any:
+        if method == "tasks" and "service" not in kwargs.get("filters", {}):
+            return self.answers.get("student_tasks", [])
+        return self.answers[method]
+
+    async def start(self) -> tuple[str, int]:
+        self.created.append(dict(self.extra_placement_spec))
+        self.object_id = "s1"
+        await self.start_object()
+        return (self.service_name, 8888)
+
+    async def remove_object(self) -> None:
+        self.removed.append(self.object_id)
+
+    async def get_task(self) -> dict[str, Any] | None:
+        return self.tasks_seen.pop(0) if self.tasks_seen else None
+
+
+class SpawnException(Exception):
+    """JupyterHub's refusal of a spawn, as far as it matters here."""
+
+    def __init__(self, message: str, *, reason: str, status_code: int = 400) -> None:
+        super().__init__(message)
+        self.reason, self.status_code = reason, status_code
+
+
+@pytest.fixture
+def spawner_class(monkeypatch: pytest.MonkeyPatch) -> Any:
+    fake = types.ModuleType("dockerspawner")
+    fake.SwarmSpawner = FakeSwarmSpawner  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "dockerspawner", fake)
+    hub = types.ModuleType("jupyterhub.spawner")
+    hub.SpawnException = SpawnException  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "jupyterhub", types.ModuleType("jupyterhub"))
+    monkeypatch.setitem(sys.modules, "jupyterhub.spawner", hub)
+    container_module("hub", "placement")  # what class_spawner imports, as in the hub image
+    module = container_module("hub", "class_spawner")
+    monkeypatch.setattr(module, "READY_WAIT_S", 0.0)
+    module.IN_FLIGHT.clear()
+    return module.ClassSpawner
+
+
+def api_node(node_id: str, hostname: str, state: str = "ready", role: str = "worker") -> Any:
+    return {
+        "ID": node_id,
+        "Description": {"Hostname": hostname},
+        "Status": {"State": state},
+        "Spec": {"Availability": "active", "Role": role},
+    }
+
+
+def ready_task(node_id: str) -> dict[str, Any]:
+    return {"NodeID": node_id, "DesiredState": "running", "Status": {"State": "running"}}
+
+
+def task(state: str, err: str = "") -> dict[str, Any]:
+    return {"Status": {"State": state, "Err": err}}
+
+
+def make(spawner_class: Any, worker_state: str = "ready") -> Any:
+    spawner = spawner_class(stack="c", class_label="org.mlflow-lab.class=c")
+    spawner.answers = {
+        "nodes": [api_node("m1", "teacher", role="manager"), api_node("w7", "pc-7", worker_state)],
+        "tasks": [ready_task("m1"), ready_task("w7")],
+        "services": [{"ID": "a1", "Spec": {"Name": "c-student-alice"}}],
+        "student_tasks": [{"ServiceID": "a1", "NodeID": "w7"}],
+    }
+    return spawner
+
+
+def test_the_pin_survives_a_stop_and_a_hub_restart(spawner_class: Any) -> None:
+    spawner = spawner_class()
+    spawner.load_state({"object_id": "s1", "class_node": {"node_id": "w7", "hostname": "pc-7"}})
+    assert spawner.pin.as_state() == {"node_id": "w7", "hostname": "pc-7"}
+    spawner.clear_state()  # JupyterHub does this at every stop
+    state = spawner.get_state()
+    assert state["class_node"] == {"node_id": "w7", "hostname": "pc-7"}
+    again = spawner_class()  # the hub restarted: a new spawner from the database's state
+    again.load_state(state)
+    assert again.pin.as_state() == {"node_id": "w7", "hostname": "pc-7"}
+    assert "class_node" not in spawner_class().get_state(), "no pin before a first server"
+
+
+def test_a_first_server_goes_where_fewest_students_are_and_pins_there(
+    spawner_class: Any,
+) -> None:
+    spawner = make(spawner_class)
+    spawner.tasks_seen = [task("preparing"), task("running")]
+    asyncio.run(spawner.start())
+    # Alice is on pc-7: Bob goes to the manager.
+    assert spawner.created == [{"constraints": ["node.id == m1"]}]
+    assert spawner.get_state()["class_node"] == {"node_id": "m1", "hostname": "teacher"}
+
+
+def test_servers_starting_at_once_are_counted_where_they_go(spawner_class: Any) -> None:
+    module = sys.modules["class_spawner"]
+    module.IN_FLIGHT.update({"c-student-carol": "m1", "c-student-dan": "m1"})
+    spawner = make(spawner_class)
+    spawner.tasks_seen = [task("running")]
+    asyncio.run(spawner.start())
+    assert spawner.created == [{"constraints": ["node.id == w7"]}]
+    assert "c-student-bob" not in module.IN_FLIGHT, "forgotten once it runs"
+
+
+def test_a_pinned_student_whose_machine_is_down_gets_the_message_at_once(
+    spawner_class: Any,
+) -> None:
+    spawner = make(spawner_class, worker_state="down")
+    spawner.load_state({"class_node": {"node_id": "w7", "hostname": "pc-7"}})
+    with pytest.raises(SpawnException) as refused:
+        asyncio.run(spawner.start())
+    assert refused.value.jupyterhub_message.startswith(  # type: ignore[attr-defined]
+        "Your server's machine (pc-7) is not reachable (Swarm says it is down); your work is kept"
+    )
+    assert (refused.value.reason, refused.value.status_code) == ("placement", 503)
+    assert spawner.created == [], "no service made for a machine that is not there"
+    assert spawner.get_state()["class_node"]["node_id"] == "w7", "still pinned: the work is there"
+
+
+def test_a_rejected_task_fails_the_start_instead_of_waiting_for_the_timeout(
+    spawner_class: Any,
+) -> None:
+    spawner = make(spawner_class)
+    spawner.tasks_seen = [task("pending"), task("rejected", "No such image: x:latest")]
+    with pytest.raises(SpawnException, match="could not start on teacher: it is missing the st"):
+        asyncio.run(spawner.start())
+    assert "class_node" not in spawner.get_state(), "not pinned to a node that never ran it"
+    assert spawner.removed == ["s1"], "Swarm retries no task that cannot run"
+
+
+def test_a_server_whose_machine_went_away_counts_as_stopped(spawner_class: Any) -> None:
+    spawner = make(spawner_class)
+    spawner.tasks_seen = [task("pending", "no suitable node (1 node not available)")]
+    spawner.object_id = "s1"
+    assert "not reachable" in asyncio.run(spawner.poll())
+    assert spawner.removed == ["s1"], "no server started unseen when the machine is back"
+    spawner.tasks_seen = [task("running")]
+    assert asyncio.run(spawner.poll()) is None
+    assert spawner.removed == ["s1"]
