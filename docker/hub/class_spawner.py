@@ -2,7 +2,10 @@
 
 - First server: on the ready node with the fewest student servers; then pinned there (the
   pin is in the spawner's state, so in the hub's database: it outlives a stop, a cull and a
-  hub restart), because the student's workspace volume is on that node's disk.
+  hub restart), because the student's workspace volume is on that node's disk. A student
+  with no pin whose workspace volume is already on the hub's machine (a class from before
+  the pins, or one restored from a backup, which keeps no hub database) is pinned there:
+  their work is there.
 - A server that cannot run where it must (its machine down, drained, gone, or without the
   student image) fails at once with a message for the student, instead of the spawn page
   spinning until the start timeout.
@@ -31,6 +34,9 @@ WAITING = {"new", "assigned", "accepted", "starting", "pending", "preparing", "r
 class ClassSpawner(SwarmSpawner):  # type: ignore[misc]
     stack = Unicode(config=True, help="The class's stack name (its `ready` service's prefix).")
     class_label = Unicode(config=True, help="The label every student service carries.")
+    workspace_template = Unicode(
+        config=True, help="The student's workspace volume; {username} is their escaped name."
+    )
 
     pin: placement.Pin | None = None
     _node: placement.Node | None = None
@@ -50,7 +56,33 @@ class ClassSpawner(SwarmSpawner):  # type: ignore[misc]
         """JupyterHub clears the state at every stop; the pin stays with the volume."""
         super().clear_state()
 
+    @property
+    def workspace_volume(self) -> str:
+        return str(self.workspace_template.format(username=self.escaped_name))
+
     # -- placement --------------------------------------------------------------------------
+    async def _pin_to_existing_workspace(self) -> placement.Pin | None:
+        """The hub's own node when the student's workspace volume is on its disk (the hub
+        always runs on the manager; its engine sees only its own node's volumes)."""
+        found = await self.docker("volumes", filters={"name": self.workspace_volume})
+        names = {v.get("Name") for v in (found or {}).get("Volumes") or []}
+        if self.workspace_volume not in names:
+            return None
+        swarm = (await self.docker("info")).get("Swarm") or {}
+        node_id = str(swarm.get("NodeID", ""))
+        if not node_id:
+            return None
+        hostname = next(
+            (
+                n.hostname
+                for n in [placement.node_from_api(n) for n in await self.docker("nodes")]
+                if n.id == node_id
+            ),
+            "",
+        )
+        self.log.info("%s's workspace is on this machine: pinned here", self.user.name)
+        return placement.Pin(node_id, hostname)
+
     async def _nodes(self) -> tuple[list[placement.Node], dict[str, str]]:
         nodes = [placement.node_from_api(n) for n in await self.docker("nodes")]
         service = f"{self.stack}_{placement.READY_SERVICE}"
@@ -73,6 +105,8 @@ class ClassSpawner(SwarmSpawner):  # type: ignore[misc]
 
     async def _place(self) -> placement.Node:
         deadline = time.monotonic() + READY_WAIT_S
+        if self.pin is None:
+            self.pin = await self._pin_to_existing_workspace()
         while True:
             nodes, not_ready = await self._nodes()
             if self.pin is not None:

@@ -167,11 +167,8 @@ STUDENT_LABEL = "org.mlflow-lab.student"
 # class_spawner.py; the stack's `ready` service tells which machines are ready.
 c.ClassSpawner.stack = STACK
 c.ClassSpawner.class_label = f"{CLASS_LABEL}={STACK}"
-
-
-def workspace_volume(username: str) -> str:
-    """The student's workspace volume: named like the stack's own volumes."""
-    return f"{STACK}_workspace-{username}"
+# Named like the stack's own volumes.
+c.ClassSpawner.workspace_template = f"{STACK}_workspace-{{username}}"
 
 
 async def wait_until_old_server_is_gone(spawner: Any, timeout: float = 60) -> None:
@@ -194,9 +191,9 @@ async def before_spawn(spawner: Any) -> None:
 
 def mounts(spawner: Any) -> None:
     """The student's own workspace volume and the course repo cache (read-only)."""
-    name = spawner.escaped_name
     labels = {CLASS_LABEL: STACK, STUDENT_LABEL: spawner.user.name}
-    found = [Mount(target=WORKSPACE, source=workspace_volume(name), type="volume", labels=labels)]
+    volume = spawner.workspace_volume
+    found = [Mount(target=WORKSPACE, source=volume, type="volume", labels=labels)]
     course = os.environ.get("LAB_CLASS_COURSE_DIR", "")
     if course:
         found.append(

@@ -154,6 +154,12 @@ def _dump_parts(settings: ClassSettings, into: Path) -> dict[str, dict[str, str]
     return parts
 
 
+def other_machines() -> list[str]:
+    """The class's other machines: the workspaces of students whose servers run there are
+    on those machines' disks, out of this engine's reach, so no backup made here has them."""
+    return sorted(str(n.get("Hostname", "")) for n in swarm.nodes() if not n.get("Self"))
+
+
 def backup(settings: ClassSettings, output: Path) -> dict[str, Any]:
     """Write the class's backup to `output` (whole or not at all); its manifest."""
     if not stack.deployed(settings):

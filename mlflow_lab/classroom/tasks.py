@@ -160,6 +160,13 @@ def backup(c: Context, output: str) -> None:
         f"Wrote {output}: {len(manifest['parts'])} parts, students: "
         f"{', '.join(manifest['students']) or 'none'} (its manifest.json lists each part)."
     )
+    elsewhere = backup_module.other_machines()
+    if elsewhere:
+        print(
+            f"warning: the workspaces of students whose servers ran on {', '.join(elsewhere)} "
+            "are on those machines' disks and not in this backup: they are kept there "
+            "(`invoke classroom.nodes` lists each machine's student servers)"
+        )
 
 
 @task(

@@ -16,7 +16,7 @@ from mlflow_lab.classroom import settings as class_settings
 from mlflow_lab.classroom.hub import HubError
 from mlflow_lab.classroom.settings import ClassSettings
 from mlflow_lab.core.errors import LabError
-from tests.helpers import isolate_settings
+from tests.helpers import FakeDocker, isolate_settings
 
 PARTS = {
     "db-mlflow.sql": b"-- runs\n",
@@ -126,3 +126,15 @@ def test_another_hub_error_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(HubError, match="500"):
         backup._forget_hub_user(hub, "carol", deadline=backup.time.monotonic() + 60)  # type: ignore[arg-type]
     assert hub.calls == 1
+
+
+def test_a_backup_names_the_machines_whose_workspaces_it_cannot_hold(
+    fake_docker: FakeDocker,
+) -> None:
+    def node(hostname: str, self_: bool) -> str:
+        return json.dumps({"ID": hostname, "Hostname": hostname, "Self": self_})
+
+    fake_docker.on(r"^docker node ls", stdout=f"{node('teacher', True)}\n{node('pc-7', False)}\n")
+    assert backup.other_machines() == ["pc-7"]
+    fake_docker.on(r"^docker node ls", stdout=f"{node('teacher', True)}\n")
+    assert backup.other_machines() == []

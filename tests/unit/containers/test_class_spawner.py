@@ -27,6 +27,7 @@ class FakeSwarmSpawner(Configurable):  # type: ignore[misc]
         self.api_token = "t"
         self.service_name = "c-student-bob"
         self.user = types.SimpleNamespace(name="bob")
+        self.escaped_name = "bob"
         self.log = logging.getLogger("spawner")
         self.answers: dict[str, list[dict[str, Any]]] = {}
         self.tasks_seen: list[dict[str, Any]] = []
@@ -102,8 +103,13 @@ def task(state: str, err: str = "") -> dict[str, Any]:
 
 
 def make(spawner_class: Any, worker_state: str = "ready") -> Any:
-    spawner = spawner_class(stack="c", class_label="org.mlflow-lab.class=c")
+    spawner = spawner_class(
+        stack="c", class_label="org.mlflow-lab.class=c", workspace_template="c_workspace-{username}"
+    )
     spawner.answers = {
+        # The hub's engine: the manager's; a name filter matches parts of names too.
+        "info": {"Swarm": {"NodeID": "m1"}},
+        "volumes": {"Volumes": [{"Name": "c_workspace-bobby"}]},
         "nodes": [api_node("m1", "teacher", role="manager"), api_node("w7", "pc-7", worker_state)],
         "tasks": [ready_task("m1"), ready_task("w7")],
         "services": [{"ID": "a1", "Spec": {"Name": "c-student-alice"}}],
@@ -132,6 +138,20 @@ def test_a_first_server_goes_where_fewest_students_are_and_pins_there(
     spawner.tasks_seen = [task("preparing"), task("running")]
     asyncio.run(spawner.start())
     # Alice is on pc-7: Bob goes to the manager.
+    assert spawner.created == [{"constraints": ["node.id == m1"]}]
+    assert spawner.get_state()["class_node"] == {"node_id": "m1", "hostname": "teacher"}
+
+
+def test_a_student_whose_workspace_is_already_on_the_managers_disk_is_pinned_there(
+    spawner_class: Any,
+) -> None:
+    """A class from before the pins, or restored from a backup (no hub database in it):
+    the work is on the manager, however few students the worker has."""
+    spawner = make(spawner_class)
+    spawner.answers["student_tasks"] = [{"ServiceID": "a1", "NodeID": "m1"}]
+    spawner.answers["volumes"]["Volumes"].append({"Name": "c_workspace-bob"})
+    spawner.tasks_seen = [task("running")]
+    asyncio.run(spawner.start())
     assert spawner.created == [{"constraints": ["node.id == m1"]}]
     assert spawner.get_state()["class_node"] == {"node_id": "m1", "hostname": "teacher"}
 
