@@ -5,7 +5,8 @@ A class of its own (not the package's, whose swarm is on loopback): `classroom.u
 a swarm advertising LAB_CLASS_ADVERTISE_ADDRESS, the address the worker reaches this
 machine at. Runs before the module that deploys the package's class (file order), while
 the engine is in no swarm; the engine is left as found. The tests run in order on one
-class and one worker: join, nodes, leave.
+class and one worker: a join refused without the class's images, the classroom bundle
+loaded there, join, nodes, leave.
 """
 
 from __future__ import annotations
@@ -34,22 +35,35 @@ from tests.e2e.classroom.conftest import (
 )
 from tests.e2e.classroom.test_bad_input import one_line_error
 from tests.e2e.conftest import run_invoke
+from tests.e2e.lab.test_bundle_classroom import NAMES, STEP_TIMEOUT_S, inspect
 from tests.helpers import wait_until
 
-JOIN_LINE = re.compile(r"add a machine: on it, run `(invoke classroom\.join [^`]+)`")
+JOIN_LINE = re.compile(
+    r"add a machine: on it, `invoke load FILE` of the class's bundle first \(`invoke bundle "
+    r"--classroom` here makes it\), then run `(invoke classroom\.join [^`]+)`"
+)
 PROBE_SERVICE = f"mlflow-class-machines-{os.getpid()}-student"
+NOTEBOOK = next(name for name in NAMES if "/class-notebook:" in name)
 
 
 @dataclass
 class TwoMachines:
     env: dict[str, str]  # the manager's settings
     worker: worker_engine.WorkerEngine
+    worker_env: dict[str, str]  # the worker machine's: its own state dirs, its engine
     up_output: str
     room: Classroom  # the class, as the other classroom tests drive it
+    bundle: Path  # where the classroom bundle is written, then copied from
 
     def invoke(self, *args: str, on_worker: bool = False, check: bool = True) -> Any:
-        env = self.worker.env(self.env) if on_worker else self.env
-        return run_invoke(env, *args, check=check, timeout=600)
+        env = self.worker_env if on_worker else self.env
+        return run_invoke(env, *args, check=check, timeout=STEP_TIMEOUT_S)
+
+    def join_command(self) -> list[str]:
+        """The `invoke classroom.join ...` argv that `classroom.status` prints."""
+        found = JOIN_LINE.search(self.invoke("classroom.status").stdout)
+        assert found, "status prints the join command"
+        return shlex.split(found.group(1))
 
     def nodes(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = json.loads(self.invoke("classroom.nodes", "--json").stdout)
@@ -72,10 +86,19 @@ def machines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoMachines]:
             **class_env(state, stack),
             "LAB_CLASS_ADVERTISE_ADDRESS": worker.manager_address,
         }
+        # Nothing of the manager's state: `invoke load` and `join` need none of it.
+        there = {
+            **worker.env(env),
+            "LAB_STATE_DIR": str(state / "worker-lab"),
+            "LAB_CLASS_STATE_DIR": str(state / "worker-class"),
+        }
+        bundle = state / "class.bundle"
         try:
             up = run_invoke(env, "classroom.up", timeout=UP_TIMEOUT_S)
-            yield TwoMachines(env, worker, up.stdout, Classroom(env, stack, state / "class"))
+            room = Classroom(env, stack, state / "class")
+            yield TwoMachines(env, worker, there, up.stdout, room, bundle)
         finally:
+            bundle.unlink(missing_ok=True)
             docker("service", "rm", PROBE_SERVICE, check=False)
             cleanup(env, stack, "inactive", gwbridge_before)
     assert swarm_state() == "inactive", "the swarm this module made is gone"
@@ -87,27 +110,56 @@ def test_up_makes_a_swarm_other_machines_join_and_status_prints_the_command(
 ) -> None:
     address = machines.worker.manager_address
     assert f"initialised a swarm other machines join at {address}" in machines.up_output
-    shown = machines.invoke("classroom.status").stdout
-    found = JOIN_LINE.search(shown)
-    assert found, shown
-    command = shlex.split(found.group(1))
+    # `up` says it too, with the bundle to load first.
+    assert JOIN_LINE.search(machines.up_output.replace("Add a machine", "add a machine"))
+    command = machines.join_command()
     token = docker("swarm", "join-token", "-q", "worker").stdout.strip()
-    assert command == ["invoke", "classroom.join", f"{address}:2377", token]
+    # The class has no course copy (its repo never answered): only the image to check.
+    notebook = inspect([NOTEBOOK])[NOTEBOOK]["id"]
+    assert command == [
+        "invoke", "classroom.join", f"{address}:2377", token, "--image", notebook,
+    ]  # fmt: skip
     report = json.loads(machines.invoke("classroom.status", "--json").stdout)
-    assert report["join"]["command"] == found.group(1)
+    assert shlex.split(report["join"]["command"]) == command
+
+
+def test_a_machine_without_the_class_images_is_refused_and_stays_out(
+    machines: TwoMachines,
+) -> None:
+    assert inspect(NAMES, machines.worker.host) == {}, "the worker starts with no image"
+    refused = machines.invoke(*machines.join_command()[1:], on_worker=True, check=False)
+    notebook = str(inspect([NOTEBOOK])[NOTEBOOK]["id"])
+    assert one_line_error(refused) == (
+        "error: this machine does not have the class's student image "
+        f"({notebook.removeprefix('sha256:')[:12]}), so no student server could start here: "
+        "`invoke bundle --classroom` on the manager makes the class's bundle; copy it here, "
+        "`invoke load FILE` here, then run this again"
+    )
+    assert machines.worker.swarm_state() == "inactive"
+
+
+def test_the_classroom_bundle_loads_on_the_worker_with_the_managers_image_ids(
+    machines: TwoMachines,
+) -> None:
+    machines.invoke("bundle", "--classroom", "--output", str(machines.bundle))
+    loaded = machines.invoke("load", str(machines.bundle), on_worker=True)
+    assert "Loaded class.bundle (the lab's and the class's images)" in loaded.stdout
+    there = inspect(NAMES, machines.worker.host)
+    assert {n: e["id"] for n, e in there.items()} == {n: e["id"] for n, e in inspect(NAMES).items()}
 
 
 def test_bad_joins_are_one_line_and_leave_the_worker_as_it_was(machines: TwoMachines) -> None:
     address = f"{machines.worker.manager_address}:2377"
     token = docker("swarm", "join-token", "-q", "worker").stdout.strip()
     wrong = token[:-6] + ("a" if token[-6] != "a" else "b") + token[-5:]
-    refused = machines.invoke("classroom.join", address, wrong, on_worker=True, check=False)
+    image = ["--image", str(inspect([NOTEBOOK])[NOTEBOOK]["id"])]
+    refused = machines.invoke("classroom.join", address, wrong, *image, on_worker=True, check=False)
     assert one_line_error(refused).startswith(
         f"error: the manager at {address} refused the token: copy it again, the worker token"
     )
     # This machine, on a port nothing listens on.
     nowhere = f"{machines.worker.manager_address}:9"
-    nobody = machines.invoke("classroom.join", nowhere, token, on_worker=True, check=False)
+    nobody = machines.invoke("classroom.join", nowhere, token, *image, on_worker=True, check=False)
     assert one_line_error(nobody).startswith(
         f"error: cannot reach the class's manager at {nowhere} (connection refused): check"
     )
@@ -117,9 +169,8 @@ def test_bad_joins_are_one_line_and_leave_the_worker_as_it_was(machines: TwoMach
 def test_a_worker_joins_with_the_printed_command_and_nodes_lists_both(
     machines: TwoMachines,
 ) -> None:
-    command = JOIN_LINE.search(machines.invoke("classroom.status").stdout)
-    assert command
-    joined = machines.invoke(*shlex.split(command.group(1))[1:], on_worker=True)
+    command = machines.join_command()
+    joined = machines.invoke(*command[1:], on_worker=True)
     assert f"This machine ({machines.worker.name}) joined the class's swarm as a worker" in (
         joined.stdout
     )
@@ -132,26 +183,40 @@ def test_a_worker_joins_with_the_printed_command_and_nodes_lists_both(
     wait_until(
         lambda: (machines.worker_node() or {}).get("state") == "ready", 60, 1, "worker ready"
     )
-    again = machines.invoke("classroom.join", command.group(1).split()[2], "SWMTKN-1-a-b",
+    again = machines.invoke("classroom.join", command[2], "SWMTKN-1-a-b",
                             on_worker=True, check=False)  # fmt: skip
     assert "already a worker in a swarm" in one_line_error(again)
+    # A bundle loads on a worker in the swarm too (after a rebuild on the manager, say).
+    reloaded = machines.invoke("load", str(machines.bundle), on_worker=True)
+    assert "images are already here, with the same IDs: nothing to load" in reloaded.stdout
 
 
-def test_nodes_count_the_student_servers_each_machine_runs(machines: TwoMachines) -> None:
+def _probe_state(service: str) -> str:
+    shown = docker("service", "ps", "--no-trunc", "--format", "{{.CurrentState}}: {{.Error}}",
+                   service, check=False).stdout  # fmt: skip
+    return shown.splitlines()[0] if shown.strip() else ""
+
+
+def test_a_service_by_image_id_runs_on_the_worker_and_a_missing_id_is_refused(
+    machines: TwoMachines,
+) -> None:
     worker = machines.worker_node()
     assert worker, "the worker joined (the test before)"
-    # A service labelled as the hub labels a student's server, placed on the worker; the
-    # class's own servers stay on the manager, which has their image.
-    image = images.local_base_tag()
-    if docker("image", "inspect", image, check=False).returncode != 0:
-        image = f"mlflow-lab/class-db:{machines.env['LAB_IMAGE_TAG']}"
-    carried = worker_engine.carry_image(machines.worker, image)
-    assert carried.returncode == 0, carried.stderr
-    docker(
-        "service", "create", "--detach", "--no-resolve-image", "--name", PROBE_SERVICE,
-        "--label", f"{STUDENT_LABEL}=probe", "--constraint", f"node.id=={worker['id']}",
-        "--entrypoint", "sleep", image, "infinity",
-    )  # fmt: skip
+    # As the hub spawns a student's server: by the image's ID, which Swarm never pulls.
+    # An ID the worker lacks (the lab's base image is in no bundle) is refused there: a
+    # worker with an older bundle never runs another image than the manager's.
+    missing = str(inspect([images.local_base_tag()])[images.local_base_tag()]["id"])
+    spec = ["--detach", "--no-resolve-image", "--name", PROBE_SERVICE,
+            "--label", f"{STUDENT_LABEL}=probe", "--constraint", f"node.id=={worker['id']}",
+            "--entrypoint", "sleep"]  # fmt: skip
+    docker("service", "create", *spec, missing, "infinity")
+    wait_until(lambda: "No such image" in _probe_state(PROBE_SERVICE), 60, 1, "refused there")
+    docker("service", "rm", PROBE_SERVICE)
+    wait_until(lambda: not _probe_state(PROBE_SERVICE), 60, 1, "probe removed")
+    notebook = str(inspect([NOTEBOOK])[NOTEBOOK]["id"])
+    docker("service", "create", *spec, notebook, "infinity")
+    wait_until(lambda: _probe_state(PROBE_SERVICE).startswith("Running"), 120, 1, "running")
+    # nodes counts it as a student server of the worker.
     wait_until(
         lambda: (machines.worker_node() or {}).get("students") == 1, 120, 1, "counted on worker"
     )
