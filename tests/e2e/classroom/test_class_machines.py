@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from mlflow_lab.classroom.hub import Hub
 from mlflow_lab.classroom.stack import STUDENT_LABEL
 from mlflow_lab.lab import images
 from tests.e2e import worker_engine
@@ -236,6 +237,30 @@ def test_student_servers_start_on_the_manager_which_has_their_image(
     machines.room.spawn(machines.room.login("alice", password), "alice")
     counts = {n["role"]: n["students"] for n in machines.nodes()}
     assert counts == {"manager (leader)": 1, "worker": 0}
+
+
+def test_a_hub_restart_logs_nobody_out_and_keeps_the_running_servers(
+    machines: TwoMachines,
+) -> None:
+    """What a rebuilt student image costs: its new ID changes the hub's environment, so
+    `classroom.up` restarts the hub. The login cookie is signed with the cookie secret
+    and the sessions are in the hub's database, both on its volume."""
+    room = machines.room
+    browser = Hub(room.url)
+    assert browser.login("alice", room.passwords()["alice"])
+    label = f"label=com.docker.swarm.service.name={room.stack}_hub"
+    before = docker("ps", "-q", "--filter", label).stdout.split()
+    docker("service", "update", "--detach", "--force", f"{room.stack}_hub")
+
+    def restarted() -> bool:
+        now = docker("ps", "-q", "--filter", label).stdout.split()
+        return bool(now) and not set(now) & set(before) and room.admin().answers()
+
+    wait_until(restarted, 180, 1, "a new hub answering")
+    status, final, _ = browser.request("GET", "/hub/home")
+    assert (status, final) == (200, f"{room.url}/hub/home"), "still logged in"
+    server = (room.admin().api("GET", "/users/alice")["servers"] or {}).get("", {})
+    assert server.get("ready"), "alice's server kept running through the restart"
 
 
 def test_the_manager_refuses_to_leave_and_the_worker_leaves(machines: TwoMachines) -> None:

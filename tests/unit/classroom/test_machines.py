@@ -441,6 +441,25 @@ def test_status_prints_the_join_command(fake_docker: FakeDocker) -> None:
     ) in shown.splitlines()
 
 
+def test_up_says_how_to_add_a_machine_when_others_can_join(
+    fake_docker: FakeDocker,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("LAB_CLASS_ADVERTISE_ADDRESS", "10.0.0.1")
+    room = _class(monkeypatch, tmp_path)
+    fake_docker.on(r"^docker info", info("active", manager=True, address="10.0.0.1"))
+    fake_docker.on(r"^docker swarm join-token -q worker$", f"{TOKEN}\n")
+    fake_docker.on(r"^docker service inspect ", json.dumps([f"LAB_CLASS_NOTEBOOK_IMAGE={IMAGE}"]))
+    stack.print_ready(room)
+    assert (
+        "Add a machine: on it, `invoke load FILE` of the class's bundle first (`invoke bundle "
+        f"--classroom` here makes it), then run `invoke classroom.join 10.0.0.1:2377 {TOKEN} "
+        f"--image {IMAGE}`."
+    ) in capsys.readouterr().out.splitlines()
+
+
 def test_status_on_a_worker_says_to_run_it_on_the_manager(
     fake_docker: FakeDocker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
