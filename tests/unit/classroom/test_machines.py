@@ -362,19 +362,28 @@ def _class(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> settings.ClassSet
     return settings.load(env_file=tmp_path / "no.env")
 
 
+def _manager(fake_docker: FakeDocker, hub_env: list[str] | None) -> None:
+    """This engine manages a swarm at 10.0.0.1; the hub's service runs with `hub_env`
+    (None: it is not deployed)."""
+    fake_docker.on(r"^docker info", info("active", manager=True, address="10.0.0.1"))
+    fake_docker.on(r"^docker swarm join-token -q worker$", f"{TOKEN}\n")
+    if hub_env is None:
+        fake_docker.fail(r"^docker service inspect ", "Error: no such service: x_hub")
+    else:
+        fake_docker.on(r"^docker service inspect .*_hub$", json.dumps(hub_env))
+
+
 def test_the_join_command_carries_what_the_running_hub_spawns(
     fake_docker: FakeDocker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     room = _class(monkeypatch, tmp_path)
-    fake_docker.on(r"^docker info", info("active", manager=True, address="10.0.0.1"))
-    fake_docker.on(r"^docker swarm join-token -q worker$", f"{TOKEN}\n")
     env = [
         f"LAB_CLASS_NOTEBOOK_IMAGE={IMAGE}",
         "LAB_CLASS_COURSE_DIR=/srv/my class/course",
         "LAB_COURSE_CACHE=course-0123456789.git",
         "LAB_OTHER=a=b",
     ]
-    fake_docker.on(rf"^docker service inspect .* {room.stack}_hub$", json.dumps(env))
+    _manager(fake_docker, env)
     join = stack.join_command(room, swarm.swarm_state())
     assert join["command"] == (
         f"invoke classroom.join 10.0.0.1:2377 {TOKEN} --image {IMAGE} "
@@ -386,14 +395,8 @@ def test_a_class_without_a_course_copy_has_no_course_to_check(
     fake_docker: FakeDocker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     room = _class(monkeypatch, tmp_path)
-    fake_docker.on(r"^docker info", info("active", manager=True, address="10.0.0.1"))
-    fake_docker.on(r"^docker swarm join-token -q worker$", f"{TOKEN}\n")
-    env = [
-        f"LAB_CLASS_NOTEBOOK_IMAGE={IMAGE}",
-        "LAB_CLASS_COURSE_DIR=/x/course",
-        "LAB_COURSE_CACHE=",
-    ]
-    fake_docker.on(r"^docker service inspect ", json.dumps(env))
+    _manager(fake_docker, [f"LAB_CLASS_NOTEBOOK_IMAGE={IMAGE}", "LAB_CLASS_COURSE_DIR=/x/course",
+                           "LAB_COURSE_CACHE="])  # fmt: skip
     command = stack.join_command(room, swarm.swarm_state())["command"]
     assert command.endswith(f"{TOKEN} --image {IMAGE}")
 
@@ -402,9 +405,7 @@ def test_a_class_not_deployed_joins_with_what_up_would_deploy(
     fake_docker: FakeDocker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     room = _class(monkeypatch, tmp_path)
-    fake_docker.on(r"^docker info", info("active", manager=True, address="10.0.0.1"))
-    fake_docker.on(r"^docker swarm join-token -q worker$", f"{TOKEN}\n")
-    fake_docker.fail(r"^docker service inspect ", "Error: no such service: x_hub")
+    _manager(fake_docker, None)
     notebook = room.image("notebook")
     fake_docker.on(rf"^docker image inspect --format \{{\{{\.Id\}}\}} {notebook}$", f"{IMAGE}\n")
     assert stack.join_command(room, swarm.swarm_state())["command"].endswith(f"--image {IMAGE}")
@@ -449,9 +450,7 @@ def test_up_says_how_to_add_a_machine_when_others_can_join(
 ) -> None:
     monkeypatch.setenv("LAB_CLASS_ADVERTISE_ADDRESS", "10.0.0.1")
     room = _class(monkeypatch, tmp_path)
-    fake_docker.on(r"^docker info", info("active", manager=True, address="10.0.0.1"))
-    fake_docker.on(r"^docker swarm join-token -q worker$", f"{TOKEN}\n")
-    fake_docker.on(r"^docker service inspect ", json.dumps([f"LAB_CLASS_NOTEBOOK_IMAGE={IMAGE}"]))
+    _manager(fake_docker, [f"LAB_CLASS_NOTEBOOK_IMAGE={IMAGE}"])
     stack.print_ready(room)
     assert (
         "Add a machine: on it, `invoke load FILE` of the class's bundle first (`invoke bundle "
