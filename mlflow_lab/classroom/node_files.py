@@ -45,11 +45,11 @@ def _deployed(hub: str) -> NodeFiles | None:
     if found is None:
         return None
     env = dict(line.partition("=")[::2] for line in (found.json() or []))
-    cache = env.get("LAB_COURSE_CACHE", "")
-    where = env.get("LAB_CLASS_COURSE_DIR", "")
-    return NodeFiles(
-        env.get("LAB_CLASS_NOTEBOOK_IMAGE", ""), f"{where}/{cache}" if cache and where else ""
-    )
+    image = env.get("LAB_CLASS_NOTEBOOK_IMAGE", "")
+    if not image.startswith("sha256:"):
+        return None  # deployed by an older mlflow-lab, by tag: the next `up` sets the ID
+    cache, where = env.get("LAB_COURSE_CACHE", ""), env.get("LAB_CLASS_COURSE_DIR", "")
+    return NodeFiles(image, f"{where}/{cache}" if cache and where else "")
 
 
 def of_class(settings: ClassSettings, hub: str) -> NodeFiles:

@@ -401,11 +401,19 @@ def test_a_class_without_a_course_copy_has_no_course_to_check(
     assert command.endswith(f"{TOKEN} --image {IMAGE}")
 
 
+@pytest.mark.parametrize(
+    "hub_env",
+    [None, ["LAB_CLASS_NOTEBOOK_IMAGE=mlflow-lab/class-notebook:latest"]],
+    ids=["not deployed", "deployed by tag, by an older version"],
+)
 def test_a_class_not_deployed_joins_with_what_up_would_deploy(
-    fake_docker: FakeDocker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    fake_docker: FakeDocker,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    hub_env: list[str] | None,
 ) -> None:
     room = _class(monkeypatch, tmp_path)
-    _manager(fake_docker, None)
+    _manager(fake_docker, hub_env)
     notebook = room.image("notebook")
     fake_docker.on(rf"^docker image inspect --format \{{\{{\.Id\}}\}} {notebook}$", f"{IMAGE}\n")
     assert stack.join_command(room, swarm.swarm_state())["command"].endswith(f"--image {IMAGE}")
