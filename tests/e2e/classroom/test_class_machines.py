@@ -209,7 +209,7 @@ def test_a_service_by_image_id_runs_on_the_worker_and_a_missing_id_is_refused(
     missing = str(inspect([images.local_base_tag()])[images.local_base_tag()]["id"])
     spec = ["--detach", "--no-resolve-image", "--name", PROBE_SERVICE,
             "--label", f"{STUDENT_LABEL}=probe", "--constraint", f"node.id=={worker['id']}",
-            "--entrypoint", "sleep"]  # fmt: skip
+            "--no-healthcheck", "--entrypoint", "sleep"]  # fmt: skip
     docker("service", "create", *spec, missing, "infinity")
     wait_until(lambda: "No such image" in _probe_state(PROBE_SERVICE), 60, 1, "refused there")
     docker("service", "rm", PROBE_SERVICE)
