@@ -195,7 +195,9 @@ def mounts(spawner: Any) -> None:
     volume = spawner.workspace_volume
     found = [Mount(target=WORKSPACE, source=volume, type="volume", labels=labels)]
     course = os.environ.get("LAB_CLASS_COURSE_DIR", "")
-    if course:
+    # Only a class with a course copy mounts it: Swarm fails a task whose bind source is
+    # missing, and a worker machine has the folder only once a bundle put a course there.
+    if course and os.environ.get("LAB_COURSE_CACHE"):
         found.append(
             Mount(target="/opt/course-upstream", source=course, type="bind", read_only=True)
         )

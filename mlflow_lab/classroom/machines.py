@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from mlflow_lab import PROJECT_ROOT
-from mlflow_lab.classroom import roster, swarm
+from mlflow_lab.classroom import node_files, roster, swarm
 from mlflow_lab.classroom.stack import STUDENT_LABEL
 from mlflow_lab.core import docker, ports
 from mlflow_lab.core.errors import LabError
@@ -93,8 +93,12 @@ def _join_failure(result: docker.Result, address: str) -> str:
     return docker.failure(result, fix=f"check MANAGER and TOKEN ({FROM_STATUS})")
 
 
-def join(manager: str, token: str) -> swarm.SwarmState:
-    """This engine joins the swarm managed at `manager` as a worker; its new state."""
+def join(manager: str, token: str, image: str = "", course: str = "") -> swarm.SwarmState:
+    """This engine joins the swarm managed at `manager` as a worker; its new state.
+
+    It refuses first when this machine lacks what the class's student servers need:
+    the student image `image` (its ID) and the course copy `course` (a path, "" for none).
+    """
     host, port = parse_manager(manager)
     token = token.strip()
     if not _TOKEN.match(token):
@@ -103,6 +107,12 @@ def join(manager: str, token: str) -> swarm.SwarmState:
             f"{FROM_STATUS}"
         )
     _refuse_if_in_a_swarm(swarm.swarm_state())
+    if not image:
+        raise LabError(
+            "`classroom.join` needs --image, the class's student image, to check that this "
+            f"machine has it: {FROM_STATUS}"
+        )
+    node_files.check(image.strip(), course.strip())
     address = _shown(host, port)
     why = ports.unreachable(host, port, REACH_TIMEOUT_S)
     if why:

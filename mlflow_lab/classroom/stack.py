@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from mlflow_lab import CLASSROOM_FILE
-from mlflow_lab.classroom import images, roster, state, swarm
+from mlflow_lab.classroom import images, node_files, roster, state, swarm
 from mlflow_lab.classroom.hub import Hub
 from mlflow_lab.classroom.settings import ClassSettings
 from mlflow_lab.core import docker, ports
@@ -56,14 +56,21 @@ def _port_check(settings: ClassSettings) -> None:
     )
 
 
+NO_COURSE = "/dev/null"
+
+
 def _course_env(settings: ClassSettings) -> tuple[dict[str, str], str | None]:
     """Fetch the course repo into the class's cache; the stack's variables and a warning."""
     fetched = course.fetch_course_repo(settings.course_lab)
-    env = {"CLASS_COURSE_CACHE": "", "CLASS_COURSE_NAME": ""}
+    # The readiness check mounts what a student server mounts: the course copy when the
+    # class has one (the hub mounts it only then), else a file every Linux machine has, so
+    # that a machine needs no course folder for a class without a course.
+    env = {"CLASS_COURSE_CACHE": "", "CLASS_COURSE_NAME": "", "CLASS_READY_COURSE": NO_COURSE}
     if fetched.cache is not None:
         env = {
             "CLASS_COURSE_CACHE": fetched.cache.name,
             "CLASS_COURSE_NAME": course.repo_name(settings.lab.repo_url),
+            "CLASS_READY_COURSE": str(settings.course_dir),
         }
     return env, fetched.warning
 
@@ -78,9 +85,10 @@ def tls_id(settings: ClassSettings) -> str:
 
 
 def stack_env(settings: ClassSettings, course_env: dict[str, str]) -> dict[str, str]:
+    # The student image's ID is what the hub spawns (classroom.yaml says why).
     ids = {
         f"CLASS_{name.upper()}_IMAGE_ID": docker.image_id(settings.image(name)) or ""
-        for name in SERVICES
+        for name in (*SERVICES, "notebook")
     }
     return {**settings.stack_env(), **course_env, **ids, "CLASS_TLS_ID": tls_id(settings)}
 
@@ -178,6 +186,11 @@ def _healthy(settings: ClassSettings, service: str) -> bool:
     )
 
 
+def join_command(settings: ClassSettings, engine: swarm.SwarmState) -> dict[str, str]:
+    """How another machine joins the class (with what it must have), or why none can."""
+    return node_files.join_command(settings, engine, service_name(settings, "hub"))
+
+
 def print_ready(settings: ClassSettings) -> None:
     print(f"The class is ready: {settings.hub_url}")
     print(f"MLflow UI (hub login; students see their own work): {settings.mlflow_ui_url}")
@@ -185,6 +198,10 @@ def print_ready(settings: ClassSettings) -> None:
         f"Instructor: {settings.instructor}, password in "
         f"{state.instructor_password_file(settings)} (also MLflow's admin login)."
     )
+    if settings.advertise_address:
+        hint = node_files.join_hint(join_command(settings, swarm.swarm_state()))
+        if hint:
+            print(hint[0].upper() + hint[1:] + ".")
     if not settings.https:
         print(HTTP_WARNING)
 
@@ -288,7 +305,7 @@ def status(settings: ClassSettings) -> dict[str, Any]:
             }
             for n in swarm.nodes()
         ],
-        "join": swarm.join_command(engine) if engine.active else {},
+        "join": join_command(settings, engine) if engine.active else {},
         "instructor": settings.instructor,
         "instructor_password_file": str(state.instructor_password_file(settings)),
         "api_token": _token(settings),
@@ -341,11 +358,9 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append(f"  {name:7} {svc['state']:24} {svc['health'] or '-':10} node {svc['node']}")
     for node in report["nodes"]:
         lines.append(f"  node {node['hostname']} {node['status']} {node['role'] or 'worker'}")
-    join = report["join"]
-    if join.get("command"):
-        lines.append(f"  add a machine: on it, run `{join['command']}`")
-    elif join.get("why_not"):
-        lines.append(f"  add a machine: {join['why_not']}")
+    hint = node_files.join_hint(report["join"])
+    if hint:
+        lines.append(f"  {hint}")
     lines.append(
         f"  instructor {report['instructor']}: password in {report['instructor_password_file']}"
     )

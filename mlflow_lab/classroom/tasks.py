@@ -192,17 +192,21 @@ def restore(c: Context, file: str, yes: bool = False) -> None:
     help={
         "manager": "The manager's HOST:PORT, as `invoke classroom.status` prints it there.",
         "token": "The swarm's worker token, as `invoke classroom.status` prints it.",
+        "image": "The class's student image ID (sha256:...), which this machine must have.",
+        "course": "Where this machine must have the class's course copy (the class has one).",
     },
     positional=["manager", "token"],
 )
 @one_line_errors
-def join(c: Context, manager: str, token: str) -> None:
+def join(c: Context, manager: str, token: str, image: str = "", course: str = "") -> None:
     """Run on another machine: its Docker engine joins the class's swarm as a worker.
 
-    `invoke classroom.status` on the manager prints the whole command. The machines must
-    reach each other on 2377/tcp, 7946/tcp and udp, and 4789/udp.
+    `invoke classroom.status` on the manager prints the whole command. Load the class's
+    bundle here first (`invoke bundle --classroom` on the manager, `invoke load FILE`
+    here): the join refuses a machine without the class's student image and course copy.
+    The machines must reach each other on 2377/tcp, 7946/tcp and udp, and 4789/udp.
     """
-    joined = machines.join(manager, token)
+    joined = machines.join(manager, token, image, course)
     role = "a manager" if joined.manager else "a worker"
     print(
         f"This machine ({joined.hostname}) joined the class's swarm as {role}: "

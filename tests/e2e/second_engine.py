@@ -19,26 +19,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.docker_host import DockerHost
 from tests.helpers import wait_until
 
 ENGINE_START_TIMEOUT_S = 90
 
 
 @dataclass
-class Engine:
+class Engine(DockerHost):
     host: str  # DOCKER_HOST of this engine
     data_root: Path
-
-    def docker(
-        self, *args: str, stdin: bytes | None = None, timeout: float = 600
-    ) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            ["docker", "-H", self.host, *args],
-            input=stdin,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.data_root).free

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.docker_host import DockerHost
+
 START_TIMEOUT_S = 90
 STOP_TIMEOUT_S = 60
 # /30 blocks from 198.19.0.0/16 (the RFC 2544 benchmarking range, which no real network
@@ -48,7 +50,7 @@ class _Daemon:
 
 
 @dataclass(frozen=True)
-class WorkerEngine:
+class WorkerEngine(DockerHost):
     name: str  # of the netns, the veth pair's prefix and the node's hostname
     host: str  # DOCKER_HOST of this engine
     address: str  # its own address
@@ -75,15 +77,6 @@ class WorkerEngine:
         """Stop its dockerd and everything it ran, as a machine switched off would."""
         if self.daemon.process is not None:
             _stop(self.daemon.process, self.name)
-
-    def docker(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["docker", "-H", self.host, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
 
     def swarm_state(self) -> str:
         return self.docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()

@@ -24,6 +24,7 @@ from mlflow_lab.classroom.settings import MLFLOW_UI_PATH
 from mlflow_lab.lab import screenshots as ui
 from tests.e2e.classroom.conftest import Classroom, docker
 from tests.e2e.classroom.test_classroom import LAB_SCRIPT
+from tests.e2e.pages import screenshot_on_failure
 
 STUDENTS = ("carol", "dave")  # not test_classroom's: its module removes and restores its own
 API = f"{MLFLOW_UI_PATH}ajax-api/2.0/mlflow"
@@ -234,15 +235,8 @@ def user_page(browser: Browser, tmp_path: Path, name: str) -> Iterator[Page]:
     """A fresh browser profile; a failure inside names a screenshot of the page."""
     page = ui.new_page(browser)
     try:
-        yield page
-    except Exception as exc:
-        shot = tmp_path / f"{name}.png"
-        try:
-            page.screenshot(path=str(shot), full_page=True)
-            where = f"screenshot: {shot}"
-        except Exception as shot_error:  # a dead page still has a failure worth reporting
-            where = f"no screenshot ({shot_error})"
-        raise AssertionError(f"{exc}\n{where} (at {page.url})") from exc
+        with screenshot_on_failure(page, tmp_path, name):
+            yield page
     finally:
         page.context.close()
 

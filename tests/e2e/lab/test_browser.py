@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import urllib.parse
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from mlflow_lab.lab import screenshots as ui
 from mlflow_lab.lab.course import BUNDLED_LAB_DIR
 from mlflow_lab.lab.stack import NOTEBOOK_TRACKING_URI
 from tests.e2e.conftest import Lab, served_course_repo
+from tests.e2e.pages import screenshot_on_failure
 
 COURSE_REPO = "MLOps"  # the course repository's real name, so the workspace looks as in class
 NOTIFICATION_PLUGIN = "@jupyterlab/apputils-extension:notification"
@@ -77,21 +77,6 @@ def own_kernels(lab: Lab) -> Iterator[None]:
     for session in sessions() - before:
         token = urllib.parse.quote(lab.token, safe="")
         ui.http_json("DELETE", f"{lab.jupyter_url}/api/sessions/{session}?token={token}")
-
-
-@contextmanager
-def screenshot_on_failure(page: Page, tmp_path: Path, name: str) -> Iterator[None]:
-    """Any failure inside becomes an AssertionError naming a screenshot of the page."""
-    try:
-        yield
-    except Exception as exc:
-        shot = tmp_path / f"{name}.png"
-        try:
-            page.screenshot(path=str(shot), full_page=True)
-            where = f"screenshot: {shot}"
-        except Exception as shot_error:  # a dead page still has a failure worth reporting
-            where = f"no screenshot ({shot_error})"
-        raise AssertionError(f"{exc}\n{where} (at {page.url})") from exc
 
 
 def local_storage(page: Page, key: str) -> Any:

@@ -101,7 +101,7 @@ def test_a_disk_filling_up_during_a_build_is_one_line_and_loses_nothing(
         "run", "--rm", "--network=none", "-v", f"{STUDENT_VOLUME}:/work", base,
         "cat", "/work/note.txt",
     )  # fmt: skip
-    assert kept.stdout.decode().strip() == note
+    assert kept.stdout.strip() == note
     assert small_engine.docker("image", "inspect", base).returncode == 0
     assert small_engine.docker("image", "inspect", "mlflow-lab/mlflow:latest").returncode != 0
     assert before <= links(), "the main engine's interfaces (docker0...) are all still there"

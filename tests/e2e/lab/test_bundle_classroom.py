@@ -161,4 +161,4 @@ def test_without_the_class_images_no_build_names_the_missing_one_in_one_line(
     assert "`invoke bundle --classroom`" in line, line
     assert "Traceback" not in result.stdout + result.stderr
     info = loaded.engine.docker("info", "--format", "{{.Swarm.LocalNodeState}}")
-    assert info.stdout.decode().strip() == "inactive", "no swarm was made there"
+    assert info.stdout.strip() == "inactive", "no swarm was made there"

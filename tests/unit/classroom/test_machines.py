@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from tests.helpers import FakeDocker, isolate_settings
 TOKEN = "SWMTKN-1-" + "a1" * 25 + "-" + "b" * 25
 MANAGER_ID = "m" * 25
 WORKER_ID = "w" * 25
+IMAGE = "sha256:" + "5e" * 32
 
 
 def info(state: str, manager: bool = False, address: str = "", name: str = "pc-7") -> str:
@@ -31,6 +33,11 @@ def info(state: str, manager: bool = False, address: str = "", name: str = "pc-7
         "RemoteManagers": managers if state == "active" else None,
     }
     return json.dumps({"Name": name, "Swarm": swarm_part})
+
+
+@pytest.fixture(autouse=True)
+def image_here(fake_docker: FakeDocker) -> None:
+    fake_docker.on(r"^docker image inspect --format \{\{\.Id\}\} sha256:", f"{IMAGE}\n")
 
 
 @pytest.fixture
@@ -53,7 +60,7 @@ def test_join_joins_the_manager_given_and_says_as_what(
 ) -> None:
     fake_docker.on(r"^docker info", [info("inactive"), info("active", address="10.0.0.7")])
     fake_docker.on(r"^docker swarm join ", stdout="This node joined a swarm as a worker.\n")
-    joined = machines.join("10.0.0.1:2377", TOKEN)
+    joined = machines.join("10.0.0.1:2377", TOKEN, IMAGE)
     assert joined.active and not joined.manager and joined.hostname == "pc-7"
     assert reachable == [("10.0.0.1", 2377)]
     assert fake_docker.matching("swarm join")[0].argv == [
@@ -87,7 +94,7 @@ def test_bad_arguments_are_refused_before_the_engine_is_asked(
     fake_docker: FakeDocker, manager: str, token: str, says: str
 ) -> None:
     with pytest.raises(LabError, match=says.replace("(", r"\(")):
-        machines.join(manager, token)
+        machines.join(manager, token, IMAGE)
     assert fake_docker.calls == []
 
 
@@ -104,7 +111,7 @@ def test_an_engine_in_a_swarm_already_is_refused(
 ) -> None:
     fake_docker.on(r"^docker info", info(state, manager))
     with pytest.raises(LabError, match=says.replace("(", r"\(").replace(")", r"\)")):
-        machines.join("10.0.0.1", TOKEN)
+        machines.join("10.0.0.1", TOKEN, IMAGE)
     assert fake_docker.matching("swarm join") == []
 
 
@@ -114,7 +121,7 @@ def test_an_unreachable_manager_is_one_line_and_nothing_is_tried(
     fake_docker.on(r"^docker info", info("inactive"))
     monkeypatch.setattr(ports, "unreachable", lambda host, port, timeout: "connection refused")
     with pytest.raises(LabError) as refused:
-        machines.join("10.0.0.1", TOKEN)
+        machines.join("10.0.0.1", TOKEN, IMAGE)
     assert str(refused.value).startswith(
         "cannot reach the class's manager at 10.0.0.1:2377 (connection refused): check the "
         "address (`invoke classroom.status` on the manager prints the whole command)"
@@ -132,7 +139,7 @@ def test_a_refused_token_says_to_copy_it_again(
         "token is necessary to join this cluster",
     )
     with pytest.raises(LabError, match=r"^the manager at 10.0.0.1:2377 refused the token: copy"):
-        machines.join("10.0.0.1", TOKEN)
+        machines.join("10.0.0.1", TOKEN, IMAGE)
     assert fake_docker.matching("swarm leave") == [], "nothing to undo"
 
 
@@ -147,8 +154,70 @@ def test_a_join_that_times_out_is_called_off(
     )
     fake_docker.on(r"^docker swarm leave --force$", stdout="Node left the swarm.\n")
     with pytest.raises(LabError, match=r"did not take this engine in within 20 s \(the attempt"):
-        machines.join("10.0.0.1", TOKEN)
+        machines.join("10.0.0.1", TOKEN, IMAGE)
     assert len(fake_docker.matching("^docker swarm leave --force$")) == 1
+
+
+# -- what the machine must have before it joins --------------------------------------------
+
+
+def test_a_machine_without_the_class_image_is_refused_before_it_joins(
+    fake_docker: FakeDocker, reachable: list[tuple[str, int]]
+) -> None:
+    fake_docker.on(r"^docker info", info("inactive"))
+    fake_docker.fail(r"^docker image inspect .*sha256:", "Error: No such image: sha256:5e5e")
+    with pytest.raises(LabError) as refused:
+        machines.join("10.0.0.1", TOKEN, IMAGE)
+    assert str(refused.value) == (
+        "this machine does not have the class's student image (5e5e5e5e5e5e), so no student "
+        "server could start here: `invoke bundle --classroom` on the manager makes the "
+        "class's bundle; copy it here, `invoke load FILE` here, then run this again"
+    )
+    assert fake_docker.matching("swarm join") == [] and reachable == []
+
+
+@pytest.mark.parametrize(
+    ("image", "says"),
+    [
+        ("", "`classroom.join` needs --image, the class's student image, to check that this"),
+        ("mlflow-lab/class-notebook:latest", "is not an image ID (sha256:...): `invoke classroom"),
+    ],
+)
+def test_the_image_to_check_is_an_id_the_manager_printed(
+    fake_docker: FakeDocker, image: str, says: str
+) -> None:
+    fake_docker.on(r"^docker info", info("inactive"))
+    with pytest.raises(LabError, match=re.escape(says)):
+        machines.join("10.0.0.1", TOKEN, image)
+    assert fake_docker.matching("swarm join") == []
+
+
+def test_a_machine_without_the_course_copy_is_told_where_it_belongs(
+    fake_docker: FakeDocker, reachable: list[tuple[str, int]], tmp_path: Path
+) -> None:
+    fake_docker.on(r"^docker info", info("inactive"))
+    copy = tmp_path / "class-state" / "course" / "course-0123456789.git"
+    with pytest.raises(LabError) as refused:
+        machines.join("10.0.0.1", TOKEN, IMAGE, str(copy))
+    assert str(refused.value) == (
+        f"this machine does not have the class's course copy at {copy}, where the student "
+        "servers read it: `invoke load FILE` of the class's bundle puts it there when "
+        f"LAB_CLASS_STATE_DIR here is {tmp_path / 'class-state'} (as on the manager; set it "
+        "in .env), then run this again"
+    )
+    assert fake_docker.matching("swarm join") == []
+
+
+def test_a_machine_with_the_image_and_the_course_copy_joins(
+    fake_docker: FakeDocker, reachable: list[tuple[str, int]], tmp_path: Path
+) -> None:
+    fake_docker.on(r"^docker info", [info("inactive"), info("active", address="10.0.0.7")])
+    fake_docker.on(r"^docker swarm join ", stdout="This node joined a swarm as a worker.\n")
+    copy = tmp_path / "course-0123456789.git"
+    copy.mkdir()
+    (copy / "HEAD").write_text("ref: refs/heads/dev\n")
+    assert machines.join("10.0.0.1", TOKEN, IMAGE, str(copy)).active
+    assert fake_docker.matching(f"image inspect --format {{{{.Id}}}} {IMAGE}$")
 
 
 # -- leave ---------------------------------------------------------------------------------
@@ -350,6 +419,77 @@ def test_a_loopback_swarm_has_no_join_command_but_says_how(fake_docker: FakeDock
     assert fake_docker.matching("join-token") == [], "no token handed out for nothing"
 
 
+def _class(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> settings.ClassSettings:
+    isolate_settings(monkeypatch, tmp_path)
+    return settings.load(env_file=tmp_path / "no.env")
+
+
+def _manager(fake_docker: FakeDocker, hub_env: list[str] | None) -> None:
+    """This engine manages a swarm at 10.0.0.1; the hub's service runs with `hub_env`
+    (None: it is not deployed)."""
+    fake_docker.on(r"^docker info", info("active", manager=True, address="10.0.0.1"))
+    fake_docker.on(r"^docker swarm join-token -q worker$", f"{TOKEN}\n")
+    if hub_env is None:
+        fake_docker.fail(r"^docker service inspect ", "Error: no such service: x_hub")
+    else:
+        fake_docker.on(r"^docker service inspect .*_hub$", json.dumps(hub_env))
+
+
+def test_the_join_command_carries_what_the_running_hub_spawns(
+    fake_docker: FakeDocker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    room = _class(monkeypatch, tmp_path)
+    env = [
+        f"LAB_CLASS_NOTEBOOK_IMAGE={IMAGE}",
+        "LAB_CLASS_COURSE_DIR=/srv/my class/course",
+        "LAB_COURSE_CACHE=course-0123456789.git",
+        "LAB_OTHER=a=b",
+    ]
+    _manager(fake_docker, env)
+    join = stack.join_command(room, swarm.swarm_state())
+    assert join["command"] == (
+        f"invoke classroom.join 10.0.0.1:2377 {TOKEN} --image {IMAGE} "
+        "--course '/srv/my class/course/course-0123456789.git'"
+    )
+
+
+def test_a_class_without_a_course_copy_has_no_course_to_check(
+    fake_docker: FakeDocker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    room = _class(monkeypatch, tmp_path)
+    _manager(fake_docker, [f"LAB_CLASS_NOTEBOOK_IMAGE={IMAGE}", "LAB_CLASS_COURSE_DIR=/x/course",
+                           "LAB_COURSE_CACHE="])  # fmt: skip
+    command = stack.join_command(room, swarm.swarm_state())["command"]
+    assert command.endswith(f"{TOKEN} --image {IMAGE}")
+
+
+@pytest.mark.parametrize(
+    "hub_env",
+    [None, ["LAB_CLASS_NOTEBOOK_IMAGE=mlflow-lab/class-notebook:latest"]],
+    ids=["not deployed", "deployed by tag, by an older version"],
+)
+def test_a_class_not_deployed_joins_with_what_up_would_deploy(
+    fake_docker: FakeDocker,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    hub_env: list[str] | None,
+) -> None:
+    room = _class(monkeypatch, tmp_path)
+    _manager(fake_docker, hub_env)
+    notebook = room.image("notebook")
+    fake_docker.on(rf"^docker image inspect --format \{{\{{\.Id\}}\}} {notebook}$", f"{IMAGE}\n")
+    assert stack.join_command(room, swarm.swarm_state())["command"].endswith(f"--image {IMAGE}")
+    fake_docker.fail(
+        rf"^docker image inspect --format \{{\{{\.Id\}}\}} {notebook}$", "No such image"
+    )
+    join = stack.join_command(room, swarm.swarm_state())
+    assert join == {
+        "command": "",
+        "why_not": f"the class's student image {notebook} is missing here: `invoke "
+        "classroom.up` builds it",
+    }
+
+
 def test_status_prints_the_join_command(fake_docker: FakeDocker) -> None:
     report = {
         "stack": "c",
@@ -365,7 +505,28 @@ def test_status_prints_the_join_command(fake_docker: FakeDocker) -> None:
         "students": [],
     }
     shown = stack.format_status(report)
-    assert f"  add a machine: on it, run `invoke classroom.join 10.0.0.1:2377 {TOKEN}`" in shown
+    assert (
+        "  add a machine: on it, `invoke load FILE` of the class's bundle first (`invoke "
+        f"bundle --classroom` here makes it), then run `invoke classroom.join 10.0.0.1:2377 "
+        f"{TOKEN}`"
+    ) in shown.splitlines()
+
+
+def test_up_says_how_to_add_a_machine_when_others_can_join(
+    fake_docker: FakeDocker,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("LAB_CLASS_ADVERTISE_ADDRESS", "10.0.0.1")
+    room = _class(monkeypatch, tmp_path)
+    _manager(fake_docker, [f"LAB_CLASS_NOTEBOOK_IMAGE={IMAGE}"])
+    stack.print_ready(room)
+    assert (
+        "Add a machine: on it, `invoke load FILE` of the class's bundle first (`invoke bundle "
+        f"--classroom` here makes it), then run `invoke classroom.join 10.0.0.1:2377 {TOKEN} "
+        f"--image {IMAGE}`."
+    ) in capsys.readouterr().out.splitlines()
 
 
 def test_status_on_a_worker_says_to_run_it_on_the_manager(

@@ -7,12 +7,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
+from mlflow_lab.classroom import images, stack
 from mlflow_lab.classroom import settings as class_settings
-from mlflow_lab.classroom import stack
 from mlflow_lab.core import settings as lab_settings
 from mlflow_lab.core.errors import LabError
-from tests.helpers import isolate_settings, self_signed_cert
+from tests.helpers import FakeDocker, isolate_settings, self_signed_cert
 
 CORES = os.cpu_count() or 1
 MACHINE_MIB = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") >> 20
@@ -165,3 +166,24 @@ def test_a_new_or_removed_certificate_changes_the_hubs_service(  # type: ignore[
     cert, key = self_signed_cert(tmp_path / "renewed")
     renewed = stack.tls_id(load(LAB_CLASS_TLS_CERT=str(cert), LAB_CLASS_TLS_KEY=str(key)))
     assert first and renewed and first != renewed
+
+
+def test_the_hub_spawns_the_student_image_by_the_id_stack_env_computes(  # type: ignore[no-untyped-def]
+    load, fake_docker: FakeDocker
+) -> None:
+    """By ID: Swarm pulls no image given by ID, so every node runs the manager's image; a
+    rebuilt image changes the hub's environment, so `classroom.up` restarts the hub."""
+    room = load()
+    hub = yaml.safe_load(Path(class_settings.CLASSROOM_FILE).read_text())["services"]["hub"]
+    spawned = hub["environment"]["LAB_CLASS_NOTEBOOK_IMAGE"]
+    assert spawned.startswith("${CLASS_NOTEBOOK_IMAGE_ID:?"), spawned
+    ids = {name: "sha256:" + str(n) * 64 for n, name in enumerate(images.IMAGES)}
+    for name, image_id in ids.items():
+        fake_docker.on(rf"^docker image inspect --format \S+ {room.image(name)}$", image_id)
+    env = stack.stack_env(room, {})
+    assert env["CLASS_NOTEBOOK_IMAGE_ID"] == ids["notebook"]
+    assert env["CLASS_HUB_IMAGE_ID"] == ids["hub"]
+    fake_docker.on(
+        rf"^docker image inspect --format \S+ {room.image('notebook')}$", "sha256:" + "f" * 64
+    )
+    assert stack.stack_env(room, {})["CLASS_NOTEBOOK_IMAGE_ID"] == "sha256:" + "f" * 64

@@ -52,3 +52,24 @@ def test_a_readiness_check_that_never_starts_says_where_to_look(
         f"this machine's readiness check for student servers ({ready}) did not start within "
         f"0.2 s: `docker service ps --no-trunc {ready}` says why"
     )
+
+
+def test_the_readiness_check_mounts_the_course_copy_only_when_student_servers_do(
+    room: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The hub mounts the course copy only for a class with a course: a machine must not
+    be found unready for a folder no student server would mount."""
+    from mlflow_lab.lab import course
+
+    none = course.Fetched(cache=None, warning="no course")
+    monkeypatch.setattr(course, "fetch_course_repo", lambda _lab: none)
+    env, _ = stack._course_env(room)
+    assert (env["CLASS_COURSE_CACHE"], env["CLASS_READY_COURSE"]) == ("", stack.NO_COURSE)
+    assert Path(stack.NO_COURSE).exists(), "on every Linux machine"
+    cached = course.Fetched(cache=tmp_path / "MLOps.git", warning=None)
+    monkeypatch.setattr(course, "fetch_course_repo", lambda _lab: cached)
+    env, _ = stack._course_env(room)
+    assert (env["CLASS_COURSE_CACHE"], env["CLASS_READY_COURSE"]) == (
+        "MLOps.git",
+        str(room.course_dir),
+    )

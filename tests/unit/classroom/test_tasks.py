@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shlex
 
 import pytest
 from invoke.exceptions import ParseError
@@ -52,3 +53,15 @@ def test_optional_positionals_may_be_left_out_or_given() -> None:
     # A required one is still required.
     with pytest.raises(ParseError, match="action"):
         _parsed("classroom.students")
+
+
+def test_the_printed_join_command_parses_with_its_quoted_course_path() -> None:
+    image = "sha256:" + "5e" * 32
+    printed = (
+        f"invoke classroom.join 10.0.0.1:2377 SWMTKN-1-x-y --image {image} "
+        f"--course {shlex.quote('/srv/my class/course/c-01.git')}"
+    )
+    joined = _parsed(*shlex.split(printed)[1:])
+    assert (joined["manager"], joined["image"], joined["course"]) == (
+        "10.0.0.1:2377", image, "/srv/my class/course/c-01.git"
+    )  # fmt: skip
