@@ -137,7 +137,8 @@ def wait_ready(settings: ClassSettings, timeout: float = READY_TIMEOUT_S) -> Non
     waiting: list[str] = []
     while time.monotonic() < deadline:
         waiting = [s for s in SERVICES if not _healthy(settings, s)]
-        if not waiting and api.answers():
+        # Through the published port, as a student comes: the login page, not only the API.
+        if not waiting and api.answers() and api.login_page_answers():
             return
         time.sleep(1)
     logs = swarm.logs(service_name(settings, waiting[0] if waiting else "hub"), tail=5)
@@ -158,6 +159,7 @@ def _healthy(settings: ClassSettings, service: str) -> bool:
         str(newest.get("CurrentState", "")).startswith("Running")
         and len(running) == 1
         and swarm.health(running[0]) == "healthy"
+        and swarm.runs_current_spec(name, running[0])
     )
 
 
