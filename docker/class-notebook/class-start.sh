@@ -7,7 +7,8 @@
 # 2. The bundled lab and the course repo are placed in the workspace by the lab's own
 #    never-lose-work rules (workspace_sync.py), at every start: a new image's lab or a
 #    newly fetched course repo reaches the student at their next start.
-# 3. jupyterhub-singleuser: JupyterLab behind the hub's login.
+# 3. jupyterhub-singleuser (class_singleuser.py: it finds a restarted hub at once): JupyterLab
+#    behind the hub's login.
 set -eu
 upstream=${LAB_MLFLOW_UPSTREAM:-mlflow:8080}
 (
@@ -30,4 +31,4 @@ if [ -n "${LAB_COURSE_CACHE:-}" ] && [ -d "/opt/course-upstream/${LAB_COURSE_CAC
   sync --source "/opt/course-upstream/${LAB_COURSE_CACHE}" --branch "${LAB_COURSE_BRANCH:-dev}" \
     --dest "$workspace/${LAB_COURSE_NAME:-course}"
 fi
-exec jupyterhub-singleuser "$@"
+exec python3 "$tools/class_singleuser.py" "$@"

@@ -111,6 +111,16 @@ class Hub:
             return False
         return status == 200
 
+    def login_page_answers(self) -> bool:
+        """Whether /hub/login shows its form, as it does to a visitor (no token, no cookie)."""
+        try:
+            status, _, page = Hub(self.url, cafile=self.cafile).request(
+                "GET", "/hub/login", timeout=3
+            )
+        except HubError:
+            return False
+        return status == 200 and 'name="password"' in page
+
     # -- as a student, through the real login page -------------------------------------
 
     def _xsrf(self) -> str:

@@ -150,7 +150,8 @@ def wait_ready(settings: ClassSettings, timeout: float = READY_TIMEOUT_S) -> Non
     while time.monotonic() < deadline:
         waiting = [s for s in SERVICES if not _healthy(settings, s)]
         ready_here = _ready_here(settings)
-        if not waiting and ready_here and api.answers():
+        # Through the published port, as a student comes: the login page, not only the API.
+        if not waiting and ready_here and api.answers() and api.login_page_answers():
             return
         time.sleep(1)
     if not waiting and not ready_here:
@@ -183,6 +184,7 @@ def _healthy(settings: ClassSettings, service: str) -> bool:
         str(newest.get("CurrentState", "")).startswith("Running")
         and len(running) == 1
         and swarm.health(running[0]) == "healthy"
+        and swarm.runs_current_spec(name, running[0])
     )
 
 

@@ -201,6 +201,25 @@ def container_of(service: str) -> str | None:
     return found[0] if found else None
 
 
+def runs_current_spec(service: str, container: str) -> bool:
+    """Whether `container` was started from the service's current spec.
+
+    Right after `docker stack deploy` changes a service, Swarm has not begun replacing its
+    task yet: the old task still runs, healthy and answering, and stops a moment later
+    (and its host-mode port with it). classroom.yaml puts everything a deploy changes into
+    the services' environment (image IDs, the certificate's fingerprint, the settings), so
+    the container's environment tells the old task from the new one.
+    """
+    spec = docker.answers(
+        "service", "inspect", "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Env}}", service
+    )
+    found = docker.inspect(container, fmt="{{json .Config.Env}}")
+    if spec is None or not found.ok:
+        return False
+    # The container's environment also has the image's own variables (PATH, ...).
+    return set(json.loads(spec.stdout) or []) <= set(json.loads(found.stdout) or [])
+
+
 def health(container: str) -> str:
     """The container's health ("healthy", "starting", ...), "" when it has no check."""
     result = docker.inspect(container, fmt="{{if .State.Health}}{{.State.Health.Status}}{{end}}")

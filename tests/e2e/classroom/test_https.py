@@ -31,8 +31,12 @@ def login_page_status(url: str, cert: Path) -> int:
 
 
 def stop_server(admin: Hub, user: str) -> None:
-    admin.api("DELETE", f"/users/{user}/server", ok=(400, 404))
+    """Stop the server a login started, once its start is over: a stop in the middle of a
+    spawn is JupyterHub's 500 ("pending spawn") when the spawn does not cancel within 1 s."""
     deadline = time.monotonic() + 120
+    while admin.api("GET", f"/users/{user}").get("pending") and time.monotonic() < deadline:
+        time.sleep(1)
+    admin.api("DELETE", f"/users/{user}/server", ok=(400, 404))
     while admin.api("GET", f"/users/{user}").get("servers") and time.monotonic() < deadline:
         time.sleep(1)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import stat
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,6 +61,60 @@ def test_the_hubs_authenticator_accepts_the_hosts_hashes(monkeypatch: pytest.Mon
     assert auth.verify("k7mq-x3vt-9pfa", stored)
     assert not auth.verify("k7mq-x3vt-9pfb", stored)
     assert not auth.verify("k7mq-x3vt-9pfa", "garbage")
+
+
+def _authenticator(monkeypatch: pytest.MonkeyPatch, roster_file: Path) -> Any:
+    """The hub's RosterAuthenticator on a stand-in for JupyterHub's base class (JupyterHub
+    lives in the hub's image only), reading `roster_file`."""
+    import traitlets.config
+
+    class Authenticator(traitlets.config.LoggingConfigurable):
+        def normalize_username(self, username: str) -> str:
+            return username.lower()
+
+    fake = types.ModuleType("jupyterhub.auth")
+    fake.Authenticator = Authenticator  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "jupyterhub", types.ModuleType("jupyterhub"))
+    monkeypatch.setitem(sys.modules, "jupyterhub.auth", fake)
+    module = container_module("hub", "roster_auth")
+    return module.RosterAuthenticator(roster_file=str(roster_file))
+
+
+def test_a_login_hashes_off_the_hubs_event_loop(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    stored = roster.hash_password("k7mq-x3vt-9pfa")  # the real cost: what a class pays
+    roster_file = tmp_path / "roster.json"
+    roster_file.write_text(json.dumps({"users": {"alice": {"password": stored}}}))
+    auth = _authenticator(monkeypatch, roster_file)
+
+    async def logins() -> tuple[list[Any], int]:
+        ticks = 0
+
+        async def other_requests() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.002)
+
+        ticker = asyncio.create_task(other_requests())
+        await asyncio.sleep(0)
+        tries = [("alice", "k7mq-x3vt-9pfa"), ("Alice", "k7mq-x3vt-9pfb"), ("bob", "x")]
+        found = await asyncio.gather(
+            *(auth.authenticate(None, {"username": u, "password": p}) for u, p in tries)
+        )
+        ticker.cancel()
+        return list(found), ticks
+
+    (right, wrong, stranger), ticks = asyncio.run(logins())
+    assert right == {
+        "name": "alice",
+        "admin": False,
+        "auth_state": {"mlflow_password": "k7mq-x3vt-9pfa"},
+    }
+    assert wrong is None and stranger is None
+    # Two hashes of 200k rounds each: the loop went on serving meanwhile.
+    assert ticks >= 10, f"the event loop stalled while hashing ({ticks} ticks)"
 
 
 def test_the_hash_format_is_the_one_the_hub_parses() -> None:

@@ -17,6 +17,9 @@ class AnsweringHub:
     def answers(self) -> bool:
         return True
 
+    def login_page_answers(self) -> bool:
+        return True
+
 
 @pytest.fixture
 def room(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_docker: FakeDocker) -> Any:
@@ -28,7 +31,10 @@ def room(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_docker: FakeDocke
         name = stack.service_name(found, service)
         fake_docker.on(rf"^docker service ps .* {name}$", '{"CurrentState": "Running 5 s ago"}')
         fake_docker.on(rf"^docker ps .*service.name={name}$", f"c-{service}\n")
+        # Each runs its service's current spec (test_stack_wait.py: an old task does not count).
+        fake_docker.on(rf"^docker service inspect .*ContainerSpec.Env.* {name}$", '["A=1"]')
     fake_docker.on(r"^docker inspect --format .*Health", "healthy\n")
+    fake_docker.on(r"^docker inspect --format .*Config.Env", '["A=1"]')
     return found
 
 
