@@ -46,7 +46,7 @@ from tests.e2e.lab.test_bundle_classroom import NAMES, STEP_TIMEOUT_S, inspect
 from tests.helpers import wait_until
 
 LAB_SCRIPT = "/home/student/workspace/mlflow-tracking-lab/mlflow_tracking_lab.py"
-NOTEBOOK = {"type": "notebook", "content": {"cells": [], "metadata": {}, "nbformat": 4,
+SAVED_NOTEBOOK = {"type": "notebook", "content": {"cells": [], "metadata": {}, "nbformat": 4,
                                             "nbformat_minor": 5}}  # fmt: skip
 TRACKING_CALL = """
 import json, mlflow
@@ -61,7 +61,7 @@ JOIN_LINE = re.compile(
     r"--classroom` here makes it\), then run `(invoke classroom\.join [^`]+)`"
 )
 PROBE_SERVICE = f"mlflow-class-machines-{os.getpid()}-student"
-NOTEBOOK = next(name for name in NAMES if "/class-notebook:" in name)
+NOTEBOOK_IMAGE = next(name for name in NAMES if "/class-notebook:" in name)
 
 
 @dataclass
@@ -111,19 +111,6 @@ class TwoMachines:
         return found[0]
 
 
-def notebook_image(machines: TwoMachines) -> str:
-    """The student image as the hub spawns it (its LAB_CLASS_NOTEBOOK_IMAGE)."""
-    env = docker(
-        "service", "inspect", "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
-        f"{machines.room.stack}_hub",
-    ).stdout  # fmt: skip
-    found = [
-        e.split("=", 1)[1] for e in json.loads(env) if e.startswith("LAB_CLASS_NOTEBOOK_IMAGE=")
-    ]
-    assert found, env
-    return found[0]
-
-
 @pytest.fixture(scope="module")
 def machines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoMachines]:
     if swarm_state() != "inactive":
@@ -166,7 +153,7 @@ def test_up_makes_a_swarm_other_machines_join_and_status_prints_the_command(
     command = machines.join_command()
     token = docker("swarm", "join-token", "-q", "worker").stdout.strip()
     # The class has no course copy (its repo never answered): only the image to check.
-    notebook = inspect([NOTEBOOK])[NOTEBOOK]["id"]
+    notebook = inspect([NOTEBOOK_IMAGE])[NOTEBOOK_IMAGE]["id"]
     assert command == [
         "invoke", "classroom.join", f"{address}:2377", token, "--image", notebook,
     ]  # fmt: skip
@@ -179,7 +166,7 @@ def test_a_machine_without_the_class_images_is_refused_and_stays_out(
 ) -> None:
     assert inspect(NAMES, machines.worker.host) == {}, "the worker starts with no image"
     refused = machines.invoke(*machines.join_command()[1:], on_worker=True, check=False)
-    notebook = str(inspect([NOTEBOOK])[NOTEBOOK]["id"])
+    notebook = str(inspect([NOTEBOOK_IMAGE])[NOTEBOOK_IMAGE]["id"])
     assert one_line_error(refused) == (
         "error: this machine does not have the class's student image "
         f"({notebook.removeprefix('sha256:')[:12]}), so no student server could start here: "
@@ -203,7 +190,7 @@ def test_bad_joins_are_one_line_and_leave_the_worker_as_it_was(machines: TwoMach
     address = f"{machines.worker.manager_address}:2377"
     token = docker("swarm", "join-token", "-q", "worker").stdout.strip()
     wrong = token[:-6] + ("a" if token[-6] != "a" else "b") + token[-5:]
-    image = ["--image", str(inspect([NOTEBOOK])[NOTEBOOK]["id"])]
+    image = ["--image", str(inspect([NOTEBOOK_IMAGE])[NOTEBOOK_IMAGE]["id"])]
     refused = machines.invoke("classroom.join", address, wrong, *image, on_worker=True, check=False)
     assert one_line_error(refused).startswith(
         f"error: the manager at {address} refused the token: copy it again, the worker token"
@@ -264,7 +251,7 @@ def test_a_service_by_image_id_runs_on_the_worker_and_a_missing_id_is_refused(
     wait_until(lambda: "No such image" in _probe_state(PROBE_SERVICE), 60, 1, "refused there")
     docker("service", "rm", PROBE_SERVICE)
     wait_until(lambda: not _probe_state(PROBE_SERVICE), 60, 1, "probe removed")
-    notebook = str(inspect([NOTEBOOK])[NOTEBOOK]["id"])
+    notebook = str(inspect([NOTEBOOK_IMAGE])[NOTEBOOK_IMAGE]["id"])
     docker("service", "create", *spec, notebook, "infinity")
     wait_until(lambda: _probe_state(PROBE_SERVICE).startswith("Running"), 120, 1, "running")
     # nodes counts it as a student server of the worker.
@@ -299,7 +286,7 @@ def test_students_spread_over_the_ready_machines_and_reach_the_hub_and_mlflow_th
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     # ... and the hub reaches it: a notebook saved through the hub's proxy.
-    status, _, text = session.request("PUT", "/user/alice/api/contents/saved.ipynb", NOTEBOOK)
+    status, _, text = session.request("PUT", "/user/alice/api/contents/saved.ipynb", SAVED_NOTEBOOK)
     assert status in (200, 201), text
     session.api("DELETE", "/users/alice/server")
     machines.spawn_on_worker(session, "alice")  # pinned: the worker again, with her notebook
