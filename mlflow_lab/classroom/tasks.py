@@ -217,8 +217,12 @@ def join(c: Context, manager: str, token: str, image: str = "", course: str = ""
 @task(help={"json": "Print JSON for scripts."})
 @one_line_errors
 def nodes(c: Context, json_: bool = False) -> None:
-    """Run on the manager: the class's machines, their state, whether they take students
-    (or why not) and their student servers."""
+    """Run on the manager: the class's machines, which take students, how many each runs.
+
+    Per machine: role, state, availability, whether it is ready for student servers (or
+    why not: down, drained, missing the student image or the course copy) and how many run
+    there.
+    """
     found = machines.nodes(settings.load().stack)
     print(json.dumps(found, indent=2) if json_ else machines.format_nodes(found))
 
