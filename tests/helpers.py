@@ -23,6 +23,8 @@ from typing import IO, Any
 import pytest
 
 from mlflow_lab import PROJECT_ROOT
+from mlflow_lab.classroom import settings as class_settings
+from mlflow_lab.classroom.settings import ClassSettings
 from mlflow_lab.core import docker, settings
 from mlflow_lab.core.docker import DockerError, Result
 from mlflow_lab.core.ports import free_port
@@ -47,6 +49,17 @@ def isolate_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("LAB_JUPYTER_TOKEN", "t" * 48)
     monkeypatch.setattr(settings, "ENV_FILE", tmp_path / "no.env")
+
+
+def class_settings_in(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stack: str = "room"
+) -> ClassSettings:
+    """A class's settings (stack `stack`, state dir in tmp_path/class), nothing from this
+    machine."""
+    isolate_settings(monkeypatch, tmp_path)
+    monkeypatch.setenv("LAB_CLASS_STATE_DIR", str(tmp_path / "class"))
+    monkeypatch.setenv("LAB_CLASS_STACK", stack)
+    return class_settings.load(env_file=tmp_path / "no.env")
 
 
 def wait_until(

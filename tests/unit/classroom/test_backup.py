@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 
 from mlflow_lab.classroom import backup
-from mlflow_lab.classroom import settings as class_settings
 from mlflow_lab.classroom.hub import HubError
 from mlflow_lab.classroom.settings import ClassSettings
 from mlflow_lab.core.errors import LabError
-from tests.helpers import FakeDocker, isolate_settings
+from tests.helpers import FakeDocker, class_settings_in
 
 PARTS = {
     "db-mlflow.sql": b"-- runs\n",
@@ -29,10 +28,7 @@ PARTS = {
 
 @pytest.fixture
 def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ClassSettings:
-    isolate_settings(monkeypatch, tmp_path)
-    monkeypatch.setenv("LAB_CLASS_STATE_DIR", str(tmp_path / "class"))
-    monkeypatch.setenv("LAB_CLASS_STACK", "room")
-    loaded = class_settings.load(env_file=tmp_path / "no.env")
+    loaded: ClassSettings = class_settings_in(monkeypatch, tmp_path)
     loaded.state_dir.mkdir(parents=True)
     return loaded
 

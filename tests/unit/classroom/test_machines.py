@@ -282,17 +282,22 @@ def node(node_id: str, hostname: str, manager_status: str, status: str, me: bool
     )
 
 
-def test_nodes_count_each_ones_student_servers(fake_docker: FakeDocker) -> None:
-    fake_docker.on(r"^docker info", info("active", manager=True, address="10.0.0.1"))
+def teacher_and_pc7(fake_docker: FakeDocker, worker_status: str) -> None:
+    """`docker node ls`: this machine, the manager "teacher", and the worker "pc-7"."""
     fake_docker.on(
         r"^docker node ls",
         "\n".join(
             [
                 node(MANAGER_ID, "teacher", "Leader", "Ready", True),
-                node(WORKER_ID, "pc-7", "", "Down", False),
+                node(WORKER_ID, "pc-7", "", worker_status, False),
             ]
         ),
     )
+
+
+def test_nodes_count_each_ones_student_servers(fake_docker: FakeDocker) -> None:
+    fake_docker.on(r"^docker info", info("active", manager=True, address="10.0.0.1"))
+    teacher_and_pc7(fake_docker, "Down")
     fake_docker.on(
         rf"^docker service ls --filter label={stack.STUDENT_LABEL} ",
         '{"Name": "c-student-alice"}\n{"Name": "c-student-bob"}\n{"Name": "c-student-eve"}\n',
@@ -354,15 +359,7 @@ def test_nodes_without_student_servers_ask_no_more(fake_docker: FakeDocker) -> N
 
 def test_nodes_say_why_a_machine_takes_no_students(fake_docker: FakeDocker) -> None:
     fake_docker.on(r"^docker info", info("active", manager=True, address="10.0.0.1"))
-    fake_docker.on(
-        r"^docker node ls",
-        "\n".join(
-            [
-                node(MANAGER_ID, "teacher", "Leader", "Ready", True),
-                node(WORKER_ID, "pc-7", "", "Ready", False),
-            ]
-        ),
-    )
+    teacher_and_pc7(fake_docker, "Ready")
     fake_docker.on(r"^docker service ls", "")
     fake_docker.on(r"^docker service ps -q --no-trunc c_ready$", "r1\nr2\n")
     missing = "No such image: mlflow-lab/class-notebook:latest"

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_lab.classroom import settings as class_settings
 from mlflow_lab.classroom import stack
 from mlflow_lab.classroom.hub import Hub
 from mlflow_lab.classroom.settings import ClassSettings
 from mlflow_lab.core.errors import LabError
-from tests.helpers import FakeDocker, isolate_settings
+from tests.helpers import FakeDocker, class_settings_in
 
 OLD_ENV = ["CLASS_TLS_ID=", "LAB_CLASS_IDLE_MINUTES=60"]
 NEW_ENV = ["CLASS_TLS_ID=", "LAB_CLASS_IDLE_MINUTES=61"]
@@ -22,10 +21,7 @@ IMAGE_ENV = ["PATH=/opt/venv/bin:/usr/bin", "PYTHONUNBUFFERED=1"]
 
 @pytest.fixture
 def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ClassSettings:
-    isolate_settings(monkeypatch, tmp_path)
-    monkeypatch.setenv("LAB_CLASS_STATE_DIR", str(tmp_path / "class"))
-    monkeypatch.setenv("LAB_CLASS_STACK", "room")
-    loaded = class_settings.load(env_file=tmp_path / "no.env")
+    loaded: ClassSettings = class_settings_in(monkeypatch, tmp_path)
     loaded.secrets_dir.mkdir(parents=True)
     (loaded.secrets_dir / "hub-api-token").write_text("a" * 64)
     monkeypatch.setattr(stack.time, "sleep", lambda seconds: None)
