@@ -101,6 +101,13 @@ class TwoMachines:
             f"{self.room.stack}-student-{user}",
         ).stdout.split()  # fmt: skip
         assert where == [self.worker.name], f"{user}'s server runs on {where}"
+        # Known (session note): right after a restart on the worker, a request through the
+        # hub was twice answered by the hub's own page for a moment; wait, bounded, until the
+        # server itself answers, so the checks that follow test the work kept.
+        wait_until(
+            lambda: session.request("GET", f"/user/{user}/api/status")[0] == 200,
+            60, 1, f"{user}'s server answering through the hub",
+        )  # fmt: skip
 
     def worker_container(self, user: str) -> str:
         service = f"{self.room.stack}-student-{user}"
