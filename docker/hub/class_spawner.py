@@ -9,6 +9,8 @@
 - A server that cannot run where it must (its machine down, drained, gone, or without the
   student image) fails at once with a message for the student, instead of the spawn page
   spinning until the start timeout.
+- A server on the hub's machine yields the CPU to the class's services there (hub, MLflow,
+  database): see `cpu_shares`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import placement
 from dockerspawner import SwarmSpawner
 from jupyterhub.spawner import SpawnException
-from traitlets import Unicode
+from traitlets import Integer, Unicode
 
 # Students whose node is chosen but whose service has no task yet: a class logging in at
 # once would otherwise all be counted onto the same least-busy node.
@@ -36,6 +38,18 @@ class ClassSpawner(SwarmSpawner):  # type: ignore[misc]
     class_label = Unicode(config=True, help="The label every student service carries.")
     workspace_template = Unicode(
         config=True, help="The student's workspace volume; {username} is their escaped name."
+    )
+    cpu_shares = Integer(
+        0,
+        config=True,
+        help="""CPU weight of a student's server on the hub's machine (Docker's default: 1024).
+
+        Every container there gets the same CPU weight, so a class's students training
+        models at once leave MLflow a student's share of the cores and every tracking call
+        waits. Swarm services have no CPU weight, so the hub sets it on the container once
+        it runs (`docker update`). A low weight costs a student nothing while the services
+        are idle; among students the shares stay equal. Other machines run no services:
+        their students keep the default. 0 leaves the weight alone.""",
     )
 
     pin: placement.Pin | None = None
@@ -164,6 +178,7 @@ class ClassSpawner(SwarmSpawner):  # type: ignore[misc]
             status = task["Status"]
             state = str(status["State"]).lower()
             if state == "running":
+                await self._yield_cpu_to_services(task)
                 return
             failure = placement.start_failure(hostname, state, str(status.get("Err", "")))
             if failure is not None:
@@ -172,6 +187,18 @@ class ClassSpawner(SwarmSpawner):  # type: ignore[misc]
                 raise RuntimeError(f"Service {self.service_name} not running: {status}")
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 5)
+
+    async def _yield_cpu_to_services(self, task: dict[str, Any]) -> None:
+        container = str((task["Status"].get("ContainerStatus") or {}).get("ContainerID", ""))
+        if not self.cpu_shares or not container:
+            return
+        here = ((await self.docker("info")).get("Swarm") or {}).get("NodeID")
+        if task.get("NodeID") != here:
+            return
+        try:
+            await self.docker("update_container", container, cpu_shares=self.cpu_shares)
+        except Exception as exc:  # the server runs all the same, only at the default weight
+            self.log.warning("could not lower %s's CPU weight: %s", self.user.name, exc)
 
     async def poll(self) -> Any:
         """As SwarmSpawner's, and a server whose machine went away counts as stopped (Swarm

@@ -169,6 +169,9 @@ c.ClassSpawner.stack = STACK
 c.ClassSpawner.class_label = f"{CLASS_LABEL}={STACK}"
 # Named like the stack's own volumes.
 c.ClassSpawner.workspace_template = f"{STACK}_workspace-{{username}}"
+# A thirty-second of a service's weight: the hub's machine's students together (up to about
+# thirty of them) weigh less than MLflow alone, so a tracking call is served first.
+c.ClassSpawner.cpu_shares = 32
 
 
 async def wait_until_old_server_is_gone(spawner: Any, timeout: float = 60) -> None:

@@ -33,6 +33,7 @@ class FakeSwarmSpawner(Configurable):  # type: ignore[misc]
         self.tasks_seen: list[dict[str, Any]] = []
         self.created: list[dict[str, Any]] = []
         self.removed: list[str] = []
+        self.updated: dict[str, dict[str, Any]] = {}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.object_id = state.get("object_id", "")
@@ -43,7 +44,10 @@ class FakeSwarmSpawner(Configurable):  # type: ignore[misc]
     def clear_state(self) -> None:
         self.api_token = ""
 
-    async def docker(self, method: str, **kwargs: Any) -> Any:
+    async def docker(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if method == "update_container":
+            self.updated[args[0]] = kwargs
+            return {}
         if method == "tasks" and "service" not in kwargs.get("filters", {}):
             return self.answers.get("student_tasks", [])
         return self.answers[method]
@@ -98,13 +102,17 @@ def ready_task(node_id: str) -> dict[str, Any]:
     return {"NodeID": node_id, "DesiredState": "running", "Status": {"State": "running"}}
 
 
-def task(state: str, err: str = "") -> dict[str, Any]:
-    return {"Status": {"State": state, "Err": err}}
+def task(state: str, err: str = "", node: str = "", container: str = "") -> dict[str, Any]:
+    status = {"State": state, "Err": err, "ContainerStatus": {"ContainerID": container}}
+    return {"NodeID": node, "Status": status}
 
 
-def make(spawner_class: Any, worker_state: str = "ready") -> Any:
+def make(spawner_class: Any, worker_state: str = "ready", cpu_shares: int = 0) -> Any:
     spawner = spawner_class(
-        stack="c", class_label="org.mlflow-lab.class=c", workspace_template="c_workspace-{username}"
+        stack="c",
+        class_label="org.mlflow-lab.class=c",
+        workspace_template="c_workspace-{username}",
+        cpu_shares=cpu_shares,
     )
     spawner.answers = {
         # The hub's engine: the manager's; a name filter matches parts of names too.
@@ -201,3 +209,31 @@ def test_a_server_whose_machine_went_away_counts_as_stopped(spawner_class: Any) 
     spawner.tasks_seen = [task("running")]
     assert asyncio.run(spawner.poll()) is None
     assert spawner.removed == ["s1"]
+
+
+@pytest.mark.parametrize(
+    ("node", "lowered"), [("m1", {"cpu_shares": 32}), ("w7", None)], ids=["manager", "worker"]
+)
+def test_a_server_on_the_hubs_machine_yields_the_cpu_to_the_services_there(
+    spawner_class: Any, node: str, lowered: dict[str, int] | None
+) -> None:
+    spawner = make(spawner_class, cpu_shares=32)
+    spawner.tasks_seen = [task("running", node=node, container="c1")]
+    asyncio.run(spawner.start_object())
+    assert spawner.updated.get("c1") == lowered
+
+
+def test_a_weight_that_cannot_be_set_leaves_the_server_running(
+    spawner_class: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    spawner = make(spawner_class, cpu_shares=32)
+
+    async def engine_refuses(method: str, *args: Any, **kwargs: Any) -> Any:
+        if method == "update_container":
+            raise RuntimeError("No such container: c1")
+        return await FakeSwarmSpawner.docker(spawner, method, *args, **kwargs)
+
+    spawner.docker = engine_refuses
+    spawner.tasks_seen = [task("running", node="m1", container="c1")]
+    asyncio.run(spawner.start_object())
+    assert "could not lower bob's CPU weight: No such container: c1" in caplog.text
