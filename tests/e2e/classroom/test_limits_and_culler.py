@@ -74,6 +74,19 @@ def test_a_students_server_has_the_class_limits(tight: Classroom, dora: str) -> 
     assert cgroup_limits(container) == (MEMORY_BYTES, 0.5)
 
 
+def test_a_students_server_yields_the_cpu_to_the_class_services(
+    tight: Classroom, dora: str
+) -> None:
+    """On the hub's machine (docker/hub/class_spawner.py `cpu_shares`): the kernel's weight
+    (cgroup v1's cpu.shares; v2 maps it onto cpu.weight), the services' left at Docker's."""
+    container = tight.spawn(tight.login(USER, dora), USER)
+    weight = "cat /sys/fs/cgroup/cpu/cpu.shares 2>/dev/null || cat /sys/fs/cgroup/cpu.weight"
+    assert docker("exec", container, "sh", "-c", weight).stdout.strip() in {"32", "2"}
+    services = [tight.service_container(name) for name in ("mlflow", "hub", "db")]
+    shares = docker("inspect", "--format", "{{.HostConfig.CpuShares}}", *services).stdout
+    assert shares.split() == ["0", "0", "0"], "the services keep Docker's default weight"
+
+
 def hub_log(room: Classroom) -> str:
     """The running hub's log only (`service logs` mixes in the earlier deployments')."""
     done = docker("logs", room.service_container("hub"), check=False)
