@@ -37,6 +37,7 @@ __all__ = [
     "free_port",
     "isolate_settings",
     "self_signed_cert",
+    "served",
     "served_folder",
     "wait_until",
 ]
@@ -278,10 +279,9 @@ class FakeDocker:
 
 
 @contextmanager
-def served_folder(root: Path) -> Iterator[str]:
-    """`root` served over HTTP on loopback (a stand-in for figshare); yields its base URL."""
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+def served(handler: Callable[..., http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """An HTTP server on loopback answering with `handler`, in a thread; its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -290,6 +290,13 @@ def served_folder(root: Path) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@contextmanager
+def served_folder(root: Path) -> Iterator[str]:
+    """`root` served over HTTP on loopback (a stand-in for figshare); yields its base URL."""
+    with served(partial(http.server.SimpleHTTPRequestHandler, directory=str(root))) as url:
+        yield url
 
 
 def fake_california_archive(path: Path, rows: int) -> str:

@@ -260,7 +260,7 @@ def _stop_for_restore(settings: ClassSettings) -> None:
     (auth_state), which the backup's accounts may no longer have; the next login brings
     the restored one."""
     api = stack.hub(settings)
-    users = [u for u in api.api("GET", "/users") or [] if u["name"] != settings.instructor]
+    users = [u for u in api.users() if u["name"] != settings.instructor]
     for user in users:
         if (user.get("servers") or {}).get(""):
             api.api("DELETE", f"/users/{user['name']}/server", ok=(400, 404))

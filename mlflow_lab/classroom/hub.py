@@ -22,6 +22,13 @@ from typing import Any
 from mlflow_lab.core.errors import LabError
 
 TIMEOUT_S = 30.0
+# GET /users answers one page (JupyterHub's api_page_default_limit, 50), so a class's
+# users are read page by page. 200 is the largest page a hub gives by default
+# (api_page_max_limit): a class of 100 is one request.
+USERS_PAGE_SIZE = 200
+# JupyterHub's documented opt-in to pages that say where the next one starts.
+PAGINATED = {"Accept": "application/jupyterhub-pagination+json"}
+MAX_PAGES = 1000  # a bound on a hub whose `next` never ends, far past any class
 
 
 class HubError(LabError):
@@ -89,9 +96,16 @@ class Hub:
             reason = getattr(exc, "reason", exc)
             raise HubError(f"the hub at {self.url} does not answer ({reason})") from None
 
-    def api(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = ()) -> Any:
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        ok: tuple[int, ...] = (),
+        headers: dict[str, str] | None = None,
+    ) -> Any:
         """The hub's REST API; the parsed answer, HubError on an unexpected status."""
-        status, _, text = self.request(method, f"/hub/api{path}", body)
+        status, _, text = self.request(method, f"/hub/api{path}", body, headers=headers)
         if status >= 400 and status not in ok:
             message = text
             with contextlib.suppress(ValueError, AttributeError):
@@ -103,6 +117,21 @@ class Hub:
             return json.loads(text)
         except ValueError:
             return text
+
+    def users(self, page_size: int = USERS_PAGE_SIZE) -> list[dict[str, Any]]:
+        """Every user model of the hub, read page by page."""
+        found: list[dict[str, Any]] = []
+        offset = 0
+        for _ in range(MAX_PAGES):
+            page = self.api("GET", f"/users?offset={offset}&limit={page_size}", headers=PAGINATED)
+            if isinstance(page, list):  # a hub before JupyterHub 2: one list, no pages
+                return page
+            found.extend(page["items"])
+            following = (page.get("_pagination") or {}).get("next")
+            if not following:
+                return found
+            offset = int(following["offset"])
+        raise HubError(f"the hub's user list at {self.url} goes on past {MAX_PAGES} pages")
 
     def answers(self) -> bool:
         try:

@@ -40,11 +40,10 @@ class NodeFiles:
 def _deployed(hub: str) -> NodeFiles | None:
     """What the running hub (service `hub`) spawns, read from its service: the truth
     while it runs."""
-    fmt = "{{json .Spec.TaskTemplate.ContainerSpec.Env}}"
-    found = docker.answers("service", "inspect", "--format", fmt, hub)
+    found = swarm.service_env(hub)
     if found is None:
         return None
-    env = dict(line.partition("=")[::2] for line in (found.json() or []))
+    env = dict(line.partition("=")[::2] for line in found)
     image = env.get("LAB_CLASS_NOTEBOOK_IMAGE", "")
     if not image.startswith("sha256:"):
         return None  # deployed by an older mlflow-lab, by tag: the next `up` sets the ID

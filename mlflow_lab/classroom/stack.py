@@ -171,7 +171,7 @@ def wait_ready(settings: ClassSettings, timeout: float = READY_TIMEOUT_S) -> Non
 def _ready_here(settings: ClassSettings) -> bool:
     """The readiness check (global: a task per machine) runs on this machine."""
     name = service_name(settings, READY_SERVICE)
-    return bool(docker.containers({swarm.SERVICE_LABEL: name}, all=False))
+    return swarm.container_of(name) is not None
 
 
 def _healthy(settings: ClassSettings, service: str) -> bool:
@@ -179,7 +179,7 @@ def _healthy(settings: ClassSettings, service: str) -> bool:
     # old task may still answer, which is no sign the new one will.
     name = service_name(settings, service)
     newest = next(iter(swarm.tasks(name)), {})
-    running = docker.containers({swarm.SERVICE_LABEL: name}, all=False)
+    running = swarm.containers_of(name)
     return (
         str(newest.get("CurrentState", "")).startswith("Running")
         and len(running) == 1
@@ -328,7 +328,7 @@ def students_report(settings: ClassSettings, up_now: bool) -> list[dict[str, Any
     servers: dict[str, dict[str, Any]] = {}
     if up_now and (settings.secrets_dir / "hub-api-token").is_file():
         try:
-            for user in hub(settings).api("GET", "/users") or []:
+            for user in hub(settings).users():
                 servers[user["name"]] = (user.get("servers") or {}).get("", {})
         except LabError:
             pass

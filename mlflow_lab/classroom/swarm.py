@@ -195,10 +195,24 @@ def nodes() -> list[dict[str, Any]]:
     return _json_lines(docker.answers("node", "ls", "--format", "{{json .}}"))
 
 
+def containers_of(service: str) -> list[str]:
+    """The service's running containers on this node."""
+    return docker.containers({SERVICE_LABEL: service}, all=False)
+
+
 def container_of(service: str) -> str | None:
     """The running container of a (one-replica) service on this node."""
-    found = docker.containers({SERVICE_LABEL: service}, all=False)
+    found = containers_of(service)
     return found[0] if found else None
+
+
+def service_env(service: str) -> list[str] | None:
+    """The service's environment as its spec sets it ("NAME=value" lines); None when
+    there is no such service."""
+    found = docker.answers(
+        "service", "inspect", "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Env}}", service
+    )
+    return None if found is None else list(found.json() or [])
 
 
 def runs_current_spec(service: str, container: str) -> bool:
@@ -210,14 +224,12 @@ def runs_current_spec(service: str, container: str) -> bool:
     the services' environment (image IDs, the certificate's fingerprint, the settings), so
     the container's environment tells the old task from the new one.
     """
-    spec = docker.answers(
-        "service", "inspect", "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Env}}", service
-    )
+    spec = service_env(service)
     found = docker.inspect(container, fmt="{{json .Config.Env}}")
     if spec is None or not found.ok:
         return False
     # The container's environment also has the image's own variables (PATH, ...).
-    return set(json.loads(spec.stdout) or []) <= set(json.loads(found.stdout) or [])
+    return set(spec) <= set(json.loads(found.stdout) or [])
 
 
 def health(container: str) -> str:

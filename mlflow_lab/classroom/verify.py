@@ -128,7 +128,7 @@ def leftovers(settings: ClassSettings, names: list[str]) -> list[str]:
     """What of these probes is still there, one phrase each."""
     found: list[str] = []
     accounts = roster.read_accounts(settings)
-    hub_users = {u["name"] for u in stack.hub(settings).api("GET", "/users") or []}
+    hub_users = {u["name"] for u in stack.hub(settings).users()}
     mlflow = stack.accounts(settings, "list")
     for name in names:
         if name in accounts:

@@ -140,7 +140,7 @@ def probe_in(container: str, *args: str, env: dict[str, str] | None = None) -> A
 def test_a_wrong_password_gets_no_server(classroom: Classroom, enrolled: dict[str, str]) -> None:
     assert not Hub(classroom.url).login("alice", enrolled["alice"] + "x")
     assert not Hub(classroom.url).login("mallory", "whatever")
-    users = {u["name"] for u in classroom.admin().api("GET", "/users")}
+    users = {u["name"] for u in classroom.admin().users()}
     assert "mallory" not in users
 
 

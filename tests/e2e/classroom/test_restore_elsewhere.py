@@ -67,7 +67,7 @@ def test_a_backup_restored_into_a_new_class_keeps_every_login(
 
     for secret in ("instructor-password", "hub-crypt-key"):
         assert new_class.secret(secret) != classroom.secret(secret)
-    assert USER not in {u["name"] for u in new_class.admin().api("GET", "/users")}
+    assert USER not in {u["name"] for u in new_class.admin().users()}
     new_class.invoke("classroom.restore", str(archive), "--yes", timeout=1200)
 
     # The new class's instructor password wins: MLflow's admin sees every workspace's

@@ -10,7 +10,7 @@ ACCOUNTS = "/usr/local/lib/mlflow-lab/class_accounts.py"
 
 
 def test_verify_passes_and_leaves_no_probe_behind(classroom: Classroom) -> None:
-    users_before = {u["name"] for u in classroom.admin().api("GET", "/users")}
+    users_before = {u["name"] for u in classroom.admin().users()}
     done = classroom.invoke("classroom.verify", check=False, timeout=900)
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
     lines = done.stdout.strip().splitlines()
@@ -22,7 +22,7 @@ def test_verify_passes_and_leaves_no_probe_behind(classroom: Classroom) -> None:
     assert probes, done.stdout
     # Nothing of the probes is left: hub user, roster entry, MLflow user and workspace,
     # their server's service and volume.
-    assert {u["name"] for u in classroom.admin().api("GET", "/users")} == users_before
+    assert {u["name"] for u in classroom.admin().users()} == users_before
     roster = json.loads((classroom.state_dir / "hub" / "roster.json").read_text())["users"]
     listed = docker("exec", classroom.service_container("mlflow"), "python3", ACCOUNTS, "list")
     mlflow = json.loads(listed.stdout.strip().splitlines()[-1])

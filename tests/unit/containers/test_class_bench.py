@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.helpers import container_module, free_port
+from tests.helpers import container_module, free_port, served
 
 class_bench = container_module("class-notebook", "class_bench")
 
@@ -40,12 +39,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[str]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with served(Handler) as url:
+        yield url
 
 
 def lab_script(tmp_path: Path, server: str, tail: str = "") -> Path:

@@ -6,14 +6,13 @@ import builtins
 import http.server
 import io
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import container_module, free_port
+from tests.helpers import container_module, free_port, served
 
 lab_probe = container_module("jupyter", "lab_probe")
 
@@ -48,12 +47,8 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     # The probe uses the notebooks' proxy settings; none here, so the local server is reached.
     for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with served(Handler) as url:
+        yield url
 
 
 def test_notebook_get_reports_status_and_body(server: str) -> None:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import http.server
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from mlflow_lab.core import http as local_http
-from tests.helpers import free_port
+from tests.helpers import free_port, served
 
 
 class Ok(http.server.BaseHTTPRequestHandler):
@@ -23,12 +22,8 @@ class Ok(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[str]:
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), Ok)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with served(Ok) as url:
+        yield url
 
 
 def test_a_proxy_in_the_environment_is_not_used_for_the_lab(

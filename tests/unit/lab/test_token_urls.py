@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.server
-import threading
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from mlflow_lab.core import http as local_http
 from mlflow_lab.core import settings
 from mlflow_lab.lab import stack, startup
 from mlflow_lab.lab.compose import LabCompose
+from tests.helpers import served
 
 TOKENS = ["a+b", "x&y=1", "t#frag", "50%off", "p/q?r=s", "plain0123"]
 
@@ -33,14 +33,8 @@ def fake_jupyter() -> Iterator[tuple[int, list[str]]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1], expected
-    finally:
-        server.shutdown()
-        server.server_close()
+    with served(Handler) as url:
+        yield int(url.rsplit(":", 1)[1]), expected
 
 
 def lab_with(tmp_path: Path, token: str, jupyter_port: int) -> settings.Settings:
