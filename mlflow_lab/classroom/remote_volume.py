@@ -32,7 +32,6 @@ from mlflow_lab.classroom.settings import ClassSettings
 from mlflow_lab.core import docker
 from mlflow_lab.core.errors import LabError
 
-ONEOFF_LABEL = "org.mlflow-lab.oneoff"  # not the student labels: no student server count
 PORT = 7007
 TOKEN_ENV = "LAB_ONEOFF_TOKEN"
 # From `service create` until the task on that machine listens (scheduling, a container
@@ -205,7 +204,7 @@ def oneoff_service(
     env = {TOKEN_ENV: secrets.token_hex(16)}
     mount = f"type=volume,source={remote.volume},target=/v" + (",readonly" if read_only else "")
     options = [
-        "--detach", "--name", name, "--label", f"{ONEOFF_LABEL}={settings.stack}",
+        "--detach", "--name", name, "--label", f"{stack.ONEOFF_LABEL}={settings.stack}",
         "--restart-condition", "none", "--constraint", f"node.id=={remote.node_id}",
         "--no-resolve-image", "--no-healthcheck", "--user", "root", "--mount", mount,
         # The token from this process's environment, not the command line.

@@ -31,8 +31,7 @@ from typing import Any
 import pytest
 
 from mlflow_lab.classroom.hub import Hub, wait_ready
-from mlflow_lab.classroom.remote_volume import ONEOFF_LABEL
-from mlflow_lab.classroom.stack import STUDENT_LABEL
+from mlflow_lab.classroom.stack import ONEOFF_LABEL, STUDENT_LABEL
 from mlflow_lab.lab import images
 from tests.e2e import worker_engine
 from tests.e2e.classroom.conftest import (
@@ -425,8 +424,9 @@ def test_deleting_the_data_of_a_student_on_the_worker_empties_her_volume_there(
     assert f"the empty volume {volume} stays on {machines.worker.name}" in out
     notebook = str(inspect([NOTEBOOK_IMAGE])[NOTEBOOK_IMAGE]["id"])
     left = machines.worker.docker(
-        "run", "--rm", "-v", f"{volume}:/v", "--entrypoint", "ls", notebook, "-A", "/v"
-    )
+        "run", "--rm", "--network", "none", "-v", f"{volume}:/v", "--entrypoint", "ls",
+        notebook, "-A", "/v",
+    )  # fmt: skip
     assert (left.returncode, left.stdout) == (0, ""), left.stderr
 
 

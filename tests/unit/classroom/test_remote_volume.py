@@ -296,3 +296,16 @@ def test_the_client_gives_up_when_nothing_serves(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 1 and b"did not serve it within" in done.stderr
     assert time.monotonic() - started < 30
+
+
+def test_down_removes_a_one_off_service_its_command_left(
+    fake_docker: FakeDocker, settings: ClassSettings
+) -> None:
+    """A backup killed hard (SIGKILL) cannot remove its one-off service itself."""
+    services = r"^docker service ls --filter label="
+    fake_docker.on(services + f"{stack.CLASS_LABEL}=room ", '{"Name": "room-student-bob"}\n')
+    fake_docker.on(services + f"{stack.ONEOFF_LABEL}=room ", '{"Name": "room-oneoff-1a2b"}\n')
+    fake_docker.on(services + "com.docker.stack.namespace=room ", "")
+    fake_docker.on(r"^docker service rm ")
+    stack.down(settings)
+    assert fake_docker.matching(r"^docker service rm room-student-bob room-oneoff-1a2b$")
