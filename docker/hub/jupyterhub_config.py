@@ -115,6 +115,9 @@ c.JupyterHub.load_roles = [
             "admin:users",
             "admin:servers",
             "admin:auth_state",
+            # The spawner's state holds where each student's workspace is (class_spawner.py's
+            # pin): the class's backup reads it to fetch workspaces from other machines.
+            "admin:server_state",
             "access:servers",
             "read:hub",
         ],

@@ -141,8 +141,8 @@ def choose(
     return min(ready, key=lambda n: (students.get(n.id, 0), n.manager, n.hostname))
 
 
-def pinned_node(pin: Pin, nodes: Iterable[Node], not_ready: Mapping[str, str]) -> Node:
-    """The node a pinned student's server must go to, or why it cannot now.
+def node_of(pin: Pin, nodes: Iterable[Node]) -> Node | None:
+    """The node that holds a pinned student's workspace; None when it left the swarm.
 
     A machine that left and joined again is a new node under its old hostname; its disk,
     and the student's volume on it, are the same, so the student follows the hostname."""
@@ -150,6 +150,12 @@ def pinned_node(pin: Pin, nodes: Iterable[Node], not_ready: Mapping[str, str]) -
     node = next((n for n in known if n.id == pin.node_id), None)
     if node is None and pin.hostname:
         node = next((n for n in known if n.hostname == pin.hostname), None)
+    return node
+
+
+def pinned_node(pin: Pin, nodes: Iterable[Node], not_ready: Mapping[str, str]) -> Node:
+    """The node a pinned student's server must go to (node_of), or why it cannot now."""
+    node = node_of(pin, nodes)
     shown = pin.hostname or pin.node_id
     if node is None:
         raise PlacementError(

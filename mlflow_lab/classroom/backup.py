@@ -6,7 +6,9 @@ and size of each part) and the parts:
 - `db-mlflow.sql`, `db-mlflow_auth.sql`: MLflow's runs and its accounts, `pg_dump` in the
   db service's container (plain SQL with DROP ... IF EXISTS, so psql restores it whole);
 - `artifacts.tar`: the artifact store's volume;
-- `workspace-USER.tar`: each student's workspace volume (notebooks);
+- `workspace-USER.tar`: each student's workspace volume (notebooks), also those on the
+  class's other machines (remote_volume.py reads them there); the manifest's
+  `not_included` names the students whose machine could not be read (down, gone), and why;
 - `roster.json`: the hub's accounts (hashes only; without them nobody could log in).
 
 Not in it: the hub's database (`hub-data`): the hub makes each user again at their next
@@ -43,7 +45,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-from mlflow_lab.classroom import roster, stack, swarm
+from mlflow_lab.classroom import remote_volume, roster, stack, swarm
 from mlflow_lab.classroom.hub import Hub, HubError
 from mlflow_lab.classroom.settings import ClassSettings
 from mlflow_lab.core import docker
@@ -125,9 +127,17 @@ def _stream(
 # -- backup --------------------------------------------------------------------------------
 
 
-def _dump_parts(settings: ClassSettings, into: Path) -> dict[str, dict[str, str]]:
-    """Every part as a file in `into`; part name to what it holds."""
+def _dump_parts(
+    settings: ClassSettings, into: Path
+) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+    """Every part as a file in `into`: (part name to what it holds, the students whose
+    workspace could not be read to where it is and why)."""
     parts: dict[str, dict[str, str]] = {}
+    accounts = {
+        name: entry
+        for name, entry in roster.read_accounts(settings).items()
+        if not entry.get("probe")  # classroom.verify's throwaway students
+    }
     db = _db_container(settings)
     for name in DATABASES:
         part = f"db-{name}.sql"
@@ -140,24 +150,61 @@ def _dump_parts(settings: ClassSettings, into: Path) -> dict[str, dict[str, str]
     volume = artifacts_volume(settings)
     _stream(_volume_tar(settings, volume, "read"), f"reading {volume}", out=into / "artifacts.tar")
     parts["artifacts.tar"] = {"what": "the artifact store", "volume": volume}
+    elsewhere = remote_volume.elsewhere(
+        settings, sorted(n for n in accounts if n != settings.instructor)
+    )
     for user, volume in sorted(workspaces(settings).items()):
+        if user in elsewhere:
+            continue  # their server uses the one on their machine
         part = f"workspace-{user}.tar"
         _stream(_volume_tar(settings, volume, "read"), f"reading {volume}", out=into / part)
         parts[part] = {"what": f"{user}'s workspace", "volume": volume, "student": user}
-    accounts = {
-        name: entry
-        for name, entry in roster.read_accounts(settings).items()
-        if not entry.get("probe")  # classroom.verify's throwaway students
-    }
+    missed: dict[str, dict[str, str]] = {}
+    for user, remote in sorted(elsewhere.items()):
+        part = f"workspace-{user}.tar"
+        why = f"it is {remote.unreachable}" if remote.unreachable else ""
+        if not why:
+            try:
+                remote_volume.read(settings, remote, into / part)
+            except LabError as exc:
+                why = str(exc)
+        if why:
+            missed[user] = {"machine": remote.hostname, "why": why}
+            continue
+        parts[part] = {
+            "what": f"{user}'s workspace",
+            "volume": remote.volume,
+            "student": user,
+            "machine": remote.hostname,
+        }
     (into / ROSTER).write_text(json.dumps({"users": accounts}, indent=1, sort_keys=True) + "\n")
     parts[ROSTER] = {"what": "the hub's accounts"}
-    return parts
+    return parts, missed
 
 
-def other_machines() -> list[str]:
-    """The class's other machines: the workspaces of students whose servers run there are
-    on those machines' disks, out of this engine's reach, so no backup made here has them."""
-    return sorted(str(n.get("Hostname", "")) for n in swarm.nodes() if not n.get("Self"))
+def not_included_line(manifest: dict[str, Any], *, restoring: bool = False) -> str:
+    """One line naming the students whose workspace the backup lacks, by machine; "" when
+    it has them all."""
+    missed: dict[str, dict[str, str]] = manifest.get("not_included") or {}
+    by_machine: dict[str, list[str]] = {}
+    for user, about in sorted(missed.items()):
+        by_machine.setdefault(str(about.get("machine", "")), []).append(user)
+    if not by_machine:
+        return ""
+    where = "; ".join(
+        f"{', '.join(users)} on {machine} ({missed[users[0]].get('why', '')})"
+        for machine, users in by_machine.items()
+    )
+    if restoring:
+        return (
+            f"warning: this backup has no workspace of {where}: a restore leaves those "
+            "workspaces on their machines as they are"
+        )
+    return (
+        f"warning: the workspaces of {where} could not be read and are not in this backup "
+        "(they are kept on their machine): back up again once it is back (`invoke "
+        "classroom.nodes`)"
+    )
 
 
 def backup(settings: ClassSettings, output: Path) -> dict[str, Any]:
@@ -173,7 +220,7 @@ def backup(settings: ClassSettings, output: Path) -> dict[str, Any]:
     try:
         with tempfile.TemporaryDirectory(dir=settings.state_dir, prefix=".backup-") as tmp:
             parts_dir = Path(tmp)
-            parts = _dump_parts(settings, parts_dir)
+            parts, missed = _dump_parts(settings, parts_dir)
             manifest = {
                 "format": FORMAT,
                 "version": VERSION,
@@ -192,6 +239,8 @@ def backup(settings: ClassSettings, output: Path) -> dict[str, Any]:
                     }
                     for name, about in parts.items()
                 },
+                # Workspaces on machines that could not be read (down, gone): kept there.
+                "not_included": missed,
             }
             (parts_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -367,6 +416,9 @@ def restore(settings: ClassSettings, archive: Path, *, yes: bool) -> Path:
                 f"{len(manifest.get('students', []))} students in the backup: run it again "
                 "with --yes if that is what you want"
             )
+        missing = not_included_line(manifest, restoring=True)
+        if missing:
+            print(missing)
         safety = safety_path(settings)
         safety.parent.mkdir(mode=0o700, exist_ok=True)
         backup(settings, safety)

@@ -184,6 +184,17 @@ def placement() -> ModuleType:
     return module
 
 
+def as_node(node: dict[str, Any]) -> Any:
+    """A placement.Node from a `docker node ls` line (swarm.nodes())."""
+    return placement().Node(
+        id=str(node.get("ID", "")),
+        hostname=str(node.get("Hostname", "")),
+        state=str(node.get("Status", "")).lower(),
+        availability=str(node.get("Availability", "")).lower(),
+        manager=bool(node.get("ManagerStatus")),
+    )
+
+
 NOT_DEPLOYED = "unknown: the class is not deployed (`invoke classroom.up`)"
 
 
@@ -196,16 +207,7 @@ def _not_ready(stack: str, listed: list[dict[str, Any]]) -> dict[str, str]:
     ids = found.lines()
     inspected = docker.inspect(*ids).stdout if ids else ""
     tasks = [rules.task_from_api(t) for t in json.loads(inspected or "[]")]
-    nodes = [
-        rules.Node(
-            id=str(node.get("ID", "")),
-            hostname=str(node.get("Hostname", "")),
-            state=str(node.get("Status", "")).lower(),
-            availability=str(node.get("Availability", "")).lower(),
-            manager=bool(node.get("ManagerStatus")),
-        )
-        for node in listed
-    ]
+    nodes = [as_node(node) for node in listed]
     answer: dict[str, str] = rules.readiness(nodes, tasks)
     return answer
 

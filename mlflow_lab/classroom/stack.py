@@ -22,6 +22,9 @@ SERVICES = ("hub", "mlflow", "db")
 READY_SERVICE = "ready"
 CLASS_LABEL = "org.mlflow-lab.class"  # on student services and volumes (jupyterhub_config.py)
 STUDENT_LABEL = "org.mlflow-lab.student"
+# On the one-off services that reach a volume on another machine (remote_volume.py); not
+# the student labels, so no student server is counted for them.
+ONEOFF_LABEL = "org.mlflow-lab.oneoff"
 READY_TIMEOUT_S = 300
 ACCOUNTS_SCRIPT = "/usr/local/lib/mlflow-lab/class_accounts.py"
 HTTP_WARNING = (
@@ -224,7 +227,9 @@ def student_service(settings: ClassSettings, user: str) -> str | None:
 
 def down(settings: ClassSettings) -> None:
     """Remove the stack and the student servers; every volume stays."""
-    swarm.remove_services(student_services(settings))
+    # A one-off service is removed by the command that made it, unless that was killed.
+    oneoffs = [s["Name"] for s in swarm.services(label=f"{ONEOFF_LABEL}={settings.stack}")]
+    swarm.remove_services(student_services(settings) + oneoffs)
     swarm.remove_stack(settings.stack)
     print(f"The class stack {settings.stack} is down; every volume is kept (`classroom.up`).")
 

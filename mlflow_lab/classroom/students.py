@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mlflow_lab.classroom import roster, stack, swarm
+from mlflow_lab.classroom import remote_volume, roster, stack, swarm
 from mlflow_lab.classroom.settings import ClassSettings
 from mlflow_lab.core import docker
 from mlflow_lab.core.errors import LabError
@@ -75,9 +75,24 @@ def _end_hub_user(settings: ClassSettings, user: str) -> None:
         swarm.remove_services([service])
 
 
+def _remote_workspace(settings: ClassSettings, user: str) -> remote_volume.Remote | None:
+    """The student's workspace on another machine, which --delete-data empties there; a
+    refusal, before anything changes, while that machine cannot be reached."""
+    remote = remote_volume.elsewhere(settings, [user]).get(user)
+    if remote is not None and remote.unreachable:
+        raise LabError(
+            f"{user}'s notebooks are on {remote.hostname}, which is {remote.unreachable}: "
+            "run this again once it is back (`invoke classroom.nodes` shows it), or remove "
+            "them without --delete-data (their notebooks then stay on that machine)"
+        )
+    return remote
+
+
 def remove(settings: ClassSettings, user: str, *, delete_data: bool) -> None:
     accounts = _known(settings, user)
     _need_running(settings)
+    # Asked before the hub forgets the user: their pin says where the workspace is.
+    remote = _remote_workspace(settings, user) if delete_data else None
     accounts.pop(user)
     roster.write_accounts(settings, accounts)
     _end_hub_user(settings, user)
@@ -90,7 +105,22 @@ def remove(settings: ClassSettings, user: str, *, delete_data: bool) -> None:
         mine = [v for v in volumes if v.startswith(f"{settings.stack}_")]
         if mine:
             docker.run("volume", "rm", *mine, check=False)
-        print(f"Removed {user} and their data (MLflow workspace, notebooks).")
+        if remote is None:
+            print(f"Removed {user} and their data (MLflow workspace, notebooks).")
+            return
+        try:
+            remote_volume.empty(settings, remote)
+        except LabError as exc:
+            raise LabError(
+                f"removed {user}'s accounts and MLflow workspace, but their notebooks on "
+                f"{remote.hostname} could not be deleted ({exc}): on {remote.hostname}, "
+                f"`docker volume rm {remote.volume}`"
+            ) from None
+        print(
+            f"Removed {user} and their data (MLflow workspace, notebooks); the empty volume "
+            f"{remote.volume} stays on {remote.hostname} (Docker removes no volume of another "
+            f"machine: `docker volume rm {remote.volume}` there removes it)."
+        )
     else:
         print(
             f"Removed {user}'s accounts; their notebooks and runs are kept "

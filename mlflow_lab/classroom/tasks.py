@@ -152,7 +152,9 @@ def verify(c: Context, json_: bool = False) -> None:
 def backup(c: Context, output: str) -> None:
     """Back up the running class: MLflow's database, artifacts, every student's notebooks.
 
-    One tar.gz with a manifest (sha256 of each part), written whole or not at all.
+    One tar.gz with a manifest (sha256 of each part), written whole or not at all. The
+    notebooks of students on other machines are read there; a machine that is down is
+    named in a warning with its students, whose notebooks stay on it.
     """
     swarm.refuse_on_worker("classroom.backup")
     manifest = backup_module.backup(settings.load(), Path(output))
@@ -160,13 +162,9 @@ def backup(c: Context, output: str) -> None:
         f"Wrote {output}: {len(manifest['parts'])} parts, students: "
         f"{', '.join(manifest['students']) or 'none'} (its manifest.json lists each part)."
     )
-    elsewhere = backup_module.other_machines()
-    if elsewhere:
-        print(
-            f"warning: the workspaces of students whose servers ran on {', '.join(elsewhere)} "
-            "are on those machines' disks and not in this backup: they are kept there "
-            "(`invoke classroom.nodes` lists each machine's student servers)"
-        )
+    missing = backup_module.not_included_line(manifest)
+    if missing:
+        print(missing)
 
 
 @task(

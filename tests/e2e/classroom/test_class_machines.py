@@ -16,10 +16,12 @@ worker anyway: it shares this machine's files.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import shlex
+import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from typing import Any
 import pytest
 
 from mlflow_lab.classroom.hub import Hub, wait_ready
-from mlflow_lab.classroom.stack import STUDENT_LABEL
+from mlflow_lab.classroom.stack import ONEOFF_LABEL, STUDENT_LABEL
 from mlflow_lab.lab import images
 from tests.e2e import worker_engine
 from tests.e2e.classroom.conftest import (
@@ -61,6 +63,7 @@ JOIN_LINE = re.compile(
     r"--classroom` here makes it\), then run `(invoke classroom\.join [^`]+)`"
 )
 PROBE_SERVICE = f"mlflow-class-machines-{os.getpid()}-student"
+WORKSPACE = "/home/student/workspace"
 NOTEBOOK_IMAGE = next(name for name in NAMES if "/class-notebook:" in name)
 
 
@@ -116,6 +119,18 @@ class TwoMachines:
         ).stdout.split()
         assert found, f"no container of {service} on the worker"
         return found[0]
+
+    def backup(self, archive: Path) -> tuple[list[str], dict[str, Any], dict[str, bytes]]:
+        """`classroom.backup` into `archive`: its warning lines, its manifest, its parts'
+        bytes; nothing of its one-off services is left."""
+        out = self.invoke("classroom.backup", "--output", str(archive)).stdout
+        leftovers = docker("service", "ls", "-q", "--filter", f"label={ONEOFF_LABEL}").stdout
+        assert not leftovers.strip(), "the backup's one-off services are gone"
+        with tarfile.open(archive, "r:gz") as tar:
+            members = {m.name: tar.extractfile(m) for m in tar.getmembers()}
+            parts = {name: member.read() for name, member in members.items() if member}
+        warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+        return warnings, json.loads(parts.pop("manifest.json")), parts
 
 
 @pytest.fixture(scope="module")
@@ -328,8 +343,27 @@ def test_a_hub_restart_logs_nobody_out_and_keeps_the_running_servers(
     assert server.get("ready"), "alice's server kept running through the restart"
 
 
+def test_a_backup_holds_the_notebook_of_a_student_whose_server_runs_on_the_worker(
+    machines: TwoMachines, tmp_path: Path
+) -> None:
+    saved = machines.worker.docker(
+        "exec", machines.worker_container("alice"), "cat", f"{WORKSPACE}/saved.ipynb"
+    )
+    assert saved.returncode == 0 and saved.stdout, saved.stderr
+    warnings, manifest, parts = machines.backup(tmp_path / "class.backup.tar.gz")
+    assert warnings == [], "both machines read"
+    assert manifest["not_included"] == {}
+    assert manifest["students"] == ["alice", "bob"]
+    part = manifest["parts"]["workspace-alice.tar"]
+    assert (part["student"], part["machine"]) == ("alice", machines.worker.name)
+    assert "workspace-bob.tar" in manifest["parts"], "bob's, on the manager, as before"
+    with tarfile.open(fileobj=io.BytesIO(parts["workspace-alice.tar"])) as workspace:
+        notebook = workspace.extractfile("./saved.ipynb")
+        assert notebook is not None and notebook.read().decode() == saved.stdout
+
+
 def test_a_worker_gone_fails_its_students_start_at_once_and_brings_their_work_back(
-    machines: TwoMachines,
+    machines: TwoMachines, tmp_path: Path
 ) -> None:
     session = machines.login("alice")
     machines.worker.stop_engine()
@@ -362,6 +396,15 @@ def test_a_worker_gone_fails_its_students_start_at_once_and_brings_their_work_ba
         bob = machines.room.server_container("bob")
         tracked = machines.room.json_in(bob, TRACKING_CALL)
         assert tracked["status"] == "FINISHED"
+        # A backup now has everything but Alice's workspace, and says so in one line.
+        warnings, manifest, _ = machines.backup(tmp_path / "down.backup.tar.gz")
+        assert len(warnings) == 1, warnings
+        assert f"alice on {machines.worker.name} (it is down)" in warnings[0]
+        assert manifest["not_included"] == {
+            "alice": {"machine": machines.worker.name, "why": "it is down"}
+        }
+        assert "workspace-alice.tar" not in manifest["parts"]
+        assert "workspace-bob.tar" in manifest["parts"]
     finally:
         machines.worker.start_engine()
     wait_until(
@@ -371,6 +414,20 @@ def test_a_worker_gone_fails_its_students_start_at_once_and_brings_their_work_ba
     status, _, text = session.request("GET", "/user/alice/api/contents/saved.ipynb")
     assert status == 200, text
     session.api("DELETE", "/users/alice/server")
+
+
+def test_deleting_the_data_of_a_student_on_the_worker_empties_her_volume_there(
+    machines: TwoMachines,
+) -> None:
+    volume = f"{machines.room.stack}_workspace-alice"
+    out = machines.invoke("classroom.students", "remove", "alice", "--delete-data").stdout
+    assert f"the empty volume {volume} stays on {machines.worker.name}" in out
+    notebook = str(inspect([NOTEBOOK_IMAGE])[NOTEBOOK_IMAGE]["id"])
+    left = machines.worker.docker(
+        "run", "--rm", "--network", "none", "-v", f"{volume}:/v", "--entrypoint", "ls",
+        notebook, "-A", "/v",
+    )  # fmt: skip
+    assert (left.returncode, left.stdout) == (0, ""), left.stderr
 
 
 def test_the_manager_refuses_to_leave_and_the_worker_leaves(machines: TwoMachines) -> None:

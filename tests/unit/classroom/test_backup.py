@@ -15,7 +15,6 @@ from mlflow_lab.classroom import backup
 from mlflow_lab.classroom.hub import HubError
 from mlflow_lab.classroom.settings import ClassSettings
 from mlflow_lab.core.errors import LabError
-from tests.helpers import FakeDocker, class_settings_in
 
 PARTS = {
     "db-mlflow.sql": b"-- runs\n",
@@ -24,13 +23,6 @@ PARTS = {
     "roster.json": b'{"users": {}}\n',
     "workspace-carol.tar": b"notebooks",
 }
-
-
-@pytest.fixture
-def settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> ClassSettings:
-    loaded: ClassSettings = class_settings_in(monkeypatch, tmp_path)
-    loaded.state_dir.mkdir(parents=True)
-    return loaded
 
 
 def write(path: Path, parts: dict[str, bytes], sums: dict[str, bytes] | None = None) -> Path:
@@ -122,15 +114,3 @@ def test_another_hub_error_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(HubError, match="500"):
         backup._forget_hub_user(hub, "carol", deadline=backup.time.monotonic() + 60)  # type: ignore[arg-type]
     assert hub.calls == 1
-
-
-def test_a_backup_names_the_machines_whose_workspaces_it_cannot_hold(
-    fake_docker: FakeDocker,
-) -> None:
-    def node(hostname: str, self_: bool) -> str:
-        return json.dumps({"ID": hostname, "Hostname": hostname, "Self": self_})
-
-    fake_docker.on(r"^docker node ls", stdout=f"{node('teacher', True)}\n{node('pc-7', False)}\n")
-    assert backup.other_machines() == ["pc-7"]
-    fake_docker.on(r"^docker node ls", stdout=f"{node('teacher', True)}\n")
-    assert backup.other_machines() == []
