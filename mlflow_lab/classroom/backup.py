@@ -90,7 +90,7 @@ def workspaces(settings: ClassSettings) -> dict[str, str]:
     found: dict[str, str] = {}
     for line in result.lines() if result else []:
         volume, _, user = line.partition("\t")
-        if user and volume.startswith(f"{settings.stack}_workspace-"):
+        if user and volume.startswith(stack.workspace_prefix(settings.stack)):
             found[user.strip()] = volume
     return found
 
@@ -380,14 +380,14 @@ def target_volume(settings: ClassSettings, manifest: dict[str, Any], saved: str)
     """This class's volume for a workspace volume the backup names: same student part,
     this class's stack prefix (a backup may come from a class under another name), and
     never any other volume, whatever the manifest says."""
-    prefix = f"{manifest.get('stack', '')}_workspace-"
+    prefix = stack.workspace_prefix(str(manifest.get("stack", "")))
     suffix = saved[len(prefix) :] if saved.startswith(prefix) else ""
     if not re.fullmatch(r"[a-z0-9-]{1,100}", suffix):
         raise LabError(
             f"the backup names the workspace volume {saved!r}, not one of its class's: use a "
             "backup written by `invoke classroom.backup`; nothing was changed"
         )
-    return f"{settings.stack}_workspace-{suffix}"
+    return stack.workspace_prefix(settings.stack) + suffix
 
 
 def _start_again(settings: ClassSettings) -> None:

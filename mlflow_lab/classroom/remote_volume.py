@@ -129,7 +129,7 @@ def workspace_volume(settings: ClassSettings, user: str) -> str:
     escapes the username with escapism, a-z and 0-9 safe, "-" as its escape character, and
     a class's usernames hold only those and "-" (settings.valid_username), so "-" is all it
     escapes, as "-2d" (`probe-1a` becomes `probe-2d1a`)."""
-    return f"{settings.stack}_workspace-{user.replace('-', '-2d')}"
+    return stack.workspace_prefix(settings.stack) + user.replace("-", "-2d")
 
 
 def pin_of(model: Mapping[str, Any]) -> Any:

@@ -211,6 +211,12 @@ def print_ready(settings: ClassSettings) -> None:
         print(HTTP_WARNING)
 
 
+def workspace_prefix(stack_name: str) -> str:
+    """What each student's workspace volume is named from: this, then their escaped
+    username (the hub's ClassSpawner.workspace_template, docker/hub/jupyterhub_config.py)."""
+    return f"{stack_name}_workspace-"
+
+
 def student_services(settings: ClassSettings) -> list[str]:
     return [s["Name"] for s in swarm.services(label=f"{CLASS_LABEL}={settings.stack}")]
 
