@@ -11,11 +11,14 @@
   spinning until the start timeout.
 - A server on the hub's machine yields the CPU to the class's services there (hub, MLflow,
   database): see `cpu_shares`.
+- A restarted server's service is created only once its name no longer leads to the old
+  server (see `create_object`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections import Counter
 from typing import Any
@@ -30,6 +33,12 @@ from traitlets import Integer, Unicode
 IN_FLIGHT: dict[str, str] = {}
 # Right after `classroom.up` (or a hub restart), the readiness checks may still be starting.
 READY_WAIT_S = 30.0
+# A stopped server's container can take seconds to stop, on any machine of the swarm.
+OLD_SERVER_WAIT_S = 60.0
+OLD_SERVER_POLL_S = 0.5
+# Swarm's DNS answers a name it knows at once; a name it does not know it forwards to the
+# machine's resolvers, which on a machine with no internet may never answer.
+LOOKUP_TIMEOUT_S = 1.0
 WAITING = {"new", "assigned", "accepted", "starting", "pending", "preparing", "ready"}
 
 
@@ -165,6 +174,38 @@ class ClassSpawner(SwarmSpawner):  # type: ignore[misc]
         except Exception as exc:  # gone already, or the engine busy: the next start retries
             self.log.warning("could not remove %s: %s", self.service_name, exc)
         self.object_id = ""
+
+    async def create_object(self) -> Any:
+        await self._wait_until_old_server_is_gone()
+        return await super().create_object()
+
+    async def _wait_until_old_server_is_gone(self) -> None:
+        """A restarted server's service has the old one's name, and Swarm's DNS goes on
+        giving the old server's address while its container stops (seconds, on a worker
+        too). The hub's readiness check would be answered by the server that is going away,
+        so the hub would call the new one ready before it listens, and the proxy would show
+        the student the hub's error page. The hub's own HTTP client neither keeps
+        connections nor caches names (jupyterhub_config.py), so once the name is free the
+        check can reach only the new server."""
+        deadline = time.monotonic() + OLD_SERVER_WAIT_S
+        while await self._name_resolves():
+            if time.monotonic() > deadline:
+                self.log.warning(
+                    "%s's old server was still stopping after %d s",
+                    self.user.name,
+                    OLD_SERVER_WAIT_S,
+                )
+                return
+            await asyncio.sleep(OLD_SERVER_POLL_S)
+
+    async def _name_resolves(self) -> bool:
+        lookup = asyncio.get_running_loop().getaddrinfo(
+            self.service_name, self.port, type=socket.SOCK_STREAM
+        )
+        try:
+            return bool(await asyncio.wait_for(lookup, LOOKUP_TIMEOUT_S))
+        except (TimeoutError, OSError):  # unknown to Swarm's DNS: no old server
+            return False
 
     async def start_object(self) -> None:
         """Wait for the server's task to run, as SwarmSpawner does, but give up at once

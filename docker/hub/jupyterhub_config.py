@@ -17,10 +17,8 @@ from the LAB_CLASS_* settings; secrets come from the stack's secrets (/run/secre
 # ruff: noqa: F821  (`c` and `get_config` are given by JupyterHub when it loads this file)
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +57,12 @@ c.JupyterHub.hub_connect_url = "http://hub:8081"
 c.JupyterHub.db_url = "sqlite:////srv/jupyterhub/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = "/srv/jupyterhub/jupyterhub_cookie_secret"
 c.ConfigurableHTTPProxy.command = ["configurable-http-proxy"]
+# The hub's readiness check of a restarted server must reach the new server, not the old
+# one that lives on for seconds under the same name: a kept-alive connection, or a name
+# kept in aiohttp's own cache (10 s), would lead to the old one, and the hub would call the
+# new server ready before it listens (the student then gets the hub's 503 page). These
+# requests all stay on the class network, where a new connection costs next to nothing.
+c.JupyterHubHTTPClient.connector_options = {"force_close": True, "use_dns_cache": False}
 # `classroom.down` removes student servers with the stack; a restarted hub finds them
 # gone and shows them stopped.
 c.JupyterHub.cleanup_servers = False
@@ -78,6 +82,11 @@ c.Authenticator.admin_users = {INSTRUCTOR}
 c.Authenticator.any_allow_config = True  # check_allowed reads the roster
 # The MLflow password travels to the student's server in auth_state, encrypted at rest.
 c.Authenticator.enable_auth_state = True
+# A session the roster no longer backs (roster_auth.refresh_user) ends before its next spawn
+# and within seconds on the hub's pages: a refresh costs a dictionary lookup unless the
+# password changed.
+c.Authenticator.refresh_pre_spawn = True
+c.Authenticator.auth_refresh_age = 10
 c.CryptKeeper.keys = [bytes.fromhex(secret("hub-crypt-key"))]
 
 # -- the instructor's scripts and the idle culler ----------------------------------------
@@ -118,6 +127,8 @@ c.JupyterHub.load_roles = [
             # The spawner's state holds where each student's workspace is (class_spawner.py's
             # pin): the class's backup reads it to fetch workspaces from other machines.
             "admin:server_state",
+            # A password reset or a restore ends a student's sessions, their tokens too.
+            "tokens",
             "access:servers",
             "read:hub",
         ],
@@ -177,21 +188,7 @@ c.ClassSpawner.workspace_template = f"{STACK}_workspace-{{username}}"
 c.ClassSpawner.cpu_shares = 32
 
 
-async def wait_until_old_server_is_gone(spawner: Any, timeout: float = 60) -> None:
-    """A restarted server's service has the old one's name: while the old task's container
-    still stops, the name can still lead to it, and the hub's readiness check would be
-    answered by the server that is going away (then the proxy finds nothing there)."""
-    label = f"com.docker.swarm.service.name={spawner.service_name}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not await spawner.docker("containers", filters={"label": label}):
-            return
-        await asyncio.sleep(0.5)
-    spawner.log.warning("%s's old server was still stopping after %d s", spawner.user.name, timeout)
-
-
 async def before_spawn(spawner: Any) -> None:
-    await wait_until_old_server_is_gone(spawner)
     mounts(spawner)
 
 

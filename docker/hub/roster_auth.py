@@ -11,6 +11,12 @@ The password a student logs in with is also their MLflow password: it is kept
 (encrypted, JupyterHub's auth_state) and handed to their own server only, as
 MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD, with MLFLOW_WORKSPACE set to their
 workspace.
+
+A session whose password the roster no longer has (a reset, a restore of older accounts,
+a removed student) is stale: JupyterHub asks `refresh_user` before each spawn and every
+`auth_refresh_age` (jupyterhub_config.py), and sends a stale session to the login page.
+So the host tools end a session by changing the roster, without deleting the hub's user,
+whose stopped server keeps the machine the student's workspace is on (class_spawner.py).
 """
 
 from __future__ import annotations
@@ -68,6 +74,14 @@ class RosterAuthenticator(Authenticator):  # type: ignore[misc]
     instructor = Unicode("instructor", config=True, help="The instructor's username.")
 
     _roster: Roster | None = None
+    # What a refresh found, per user: (stored hash, a digest of the password, it matched).
+    # A refresh comes every few seconds per active user; PBKDF2 runs only when the
+    # roster's hash or the session's password differs from the last time.
+    _checked: dict[str, tuple[str, bytes, bool]]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._checked = {}
 
     @property
     def roster(self) -> Roster:
@@ -94,6 +108,24 @@ class RosterAuthenticator(Authenticator):  # type: ignore[misc]
             "admin": bool(entry.get("admin")),
             "auth_state": {"mlflow_password": password},
         }
+
+    async def refresh_user(self, user: Any, handler: Any = None) -> bool:
+        """Whether the session's MLflow password is still the roster's (False: log in again)."""
+        entry = self.roster.users().get(user.name)
+        state = await user.get_auth_state() or {}
+        password = str(state.get("mlflow_password", ""))
+        if not entry or not password:
+            return False
+        stored = str(entry.get("password", ""))
+        digest = hashlib.sha256(password.encode()).digest()
+        seen = self._checked.get(user.name)
+        if seen is not None and seen[0] == stored and hmac.compare_digest(seen[1], digest):
+            return seen[2]
+        valid = await asyncio.to_thread(verify, password, stored)
+        self._checked[user.name] = (stored, digest, valid)
+        if not valid:
+            self.log.info("%s's login is stale (a new password): log in again", user.name)
+        return valid
 
     def check_allowed(self, username: str, authentication: Any = None) -> bool:
         # A removed student's session ends with their roster entry.

@@ -302,24 +302,28 @@ def checked(settings: ClassSettings, archive: Path) -> Iterator[tuple[dict[str, 
         yield manifest, into
 
 
-def _stop_for_restore(settings: ClassSettings) -> None:
+def _stop_for_restore(settings: ClassSettings, manifest: dict[str, Any]) -> None:
     """No writer while the parts are written: the students' servers and MLflow stop.
 
-    The students' hub sessions end too: a session kept the MLflow password of its login
-    (auth_state), which the backup's accounts may no longer have; the next login brings
-    the restored one."""
+    A student whose workspace the backup has is forgotten by the hub: the workspace is
+    written on this machine, and the hub pins a student with no pin to the machine their
+    workspace is on. The others keep their hub user, whose pin says where their workspace
+    stays (another machine, when that one was down at the backup). Every session ends: a
+    session kept the MLflow password of its login, which the backup's accounts may no
+    longer have; the next login brings the restored one."""
+    written = {str(p["student"]) for p in manifest["parts"].values() if p.get("student")}
     api = stack.hub(settings)
-    users = [u for u in api.users() if u["name"] != settings.instructor]
-    for user in users:
-        if (user.get("servers") or {}).get(""):
-            api.api("DELETE", f"/users/{user['name']}/server", ok=(400, 404))
+    users = [u["name"] for u in api.users() if u["name"] != settings.instructor]
+    for name in users:
+        api.end_sessions(name)
     servers = stack.student_services(settings)
     swarm.remove_services(servers)
     deadline = time.monotonic() + 120
     while any(swarm.container_of(s) for s in servers) and time.monotonic() < deadline:
         time.sleep(1)  # a removed service's container stops a moment later
-    for user in users:
-        _forget_hub_user(api, user["name"], deadline)
+    for name in users:
+        if name in written:
+            _forget_hub_user(api, name, deadline)
     _scale(settings, "mlflow", 0)
 
 
@@ -423,7 +427,7 @@ def restore(settings: ClassSettings, archive: Path, *, yes: bool) -> Path:
         safety.parent.mkdir(mode=0o700, exist_ok=True)
         backup(settings, safety)
         print(f"Safety backup of the class as it was: {safety}")
-        _stop_for_restore(settings)
+        _stop_for_restore(settings, manifest)
         try:
             _write_parts(settings, manifest, parts_dir)
         except BaseException as exc:

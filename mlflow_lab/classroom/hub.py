@@ -133,6 +133,15 @@ class Hub:
             offset = int(following["offset"])
         raise HubError(f"the hub's user list at {self.url} goes on past {MAX_PAGES} pages")
 
+    def end_sessions(self, user: str) -> None:
+        """Stop the user's server and revoke their tokens, keeping the hub's user: its
+        stopped server keeps where their workspace is (the hub's class_spawner.py). Their
+        login ends with the roster's password (the hub's roster_auth.refresh_user)."""
+        self.api("DELETE", f"/users/{user}/server", ok=(400, 404))
+        tokens = (self.api("GET", f"/users/{user}/tokens", ok=(404,)) or {}).get("api_tokens", [])
+        for token in tokens:
+            self.api("DELETE", f"/users/{user}/tokens/{token['id']}", ok=(404,))
+
     def answers(self) -> bool:
         try:
             status, _, _ = self.request("GET", "/hub/api/", timeout=3)

@@ -70,6 +70,11 @@ def _end_hub_user(settings: ClassSettings, user: str) -> None:
     api = stack.hub(settings)
     api.api("DELETE", f"/users/{user}/server", ok=(400, 404))
     api.api("DELETE", f"/users/{user}", ok=(404,))
+    _remove_server(settings, user)
+
+
+def _remove_server(settings: ClassSettings, user: str) -> None:
+    """The student's service, which the hub removes as it stops it (unless the hub is down)."""
     service = stack.student_service(settings, user)
     if service:
         swarm.remove_services([service])
@@ -139,6 +144,8 @@ def reset_password(settings: ClassSettings, user: str) -> tuple[str, str, str]:
     name = str(accounts[user].get("name", ""))
     passwords[user] = (name, password)
     roster.write_passwords(settings, passwords)
-    # Their server carries the old MLflow password: it stops, and they log in again.
-    _end_hub_user(settings, user)
+    # Their server carries the old MLflow password: it stops, and they log in again. The
+    # hub's user stays, with where their workspace is.
+    stack.hub(settings).end_sessions(user)
+    _remove_server(settings, user)
     return user, name, password

@@ -196,9 +196,23 @@ def test_reset_password_retires_the_old_login_in_the_hub_and_in_mlflow(
 
     # Asked a few times, so each of MLflow's workers has the old login in its cache.
     assert {mlflow_status(old) for _ in range(6)} == {200}
+    before = Hub(classroom.url)  # a browser logged in before the reset
+    assert before.login("erin", old)
     out = classroom.invoke("classroom.students", "reset-password", "erin").stdout
     new = classroom.passwords()["erin"]
     assert new != old and new in out
+    # Her session from before ends: no server from it, and the hub's pages ask her to log
+    # in (the hub checks a session against the roster every few seconds). Her hub user
+    # stays, with where her workspace is.
+    status, _, text = before.request("POST", "/hub/api/users/erin/server")
+    assert status == 403, text
+    wait_until(
+        lambda: "/hub/login" in before.request("GET", "/hub/home")[1],
+        timeout=60,
+        interval=2,
+        what="the hub to send erin's old session to the login page",
+    )
+    assert classroom.admin().api("GET", "/users/erin")["name"] == "erin"
     assert not Hub(classroom.url).login("erin", old)
     assert Hub(classroom.url).login("erin", new)
     assert mlflow_status(new) == 200

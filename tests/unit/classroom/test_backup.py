@@ -8,11 +8,12 @@ import io
 import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mlflow_lab.classroom import backup
-from mlflow_lab.classroom.hub import HubError
+from mlflow_lab.classroom.hub import Hub, HubError
 from mlflow_lab.classroom.settings import ClassSettings
 from mlflow_lab.core.errors import LabError
 
@@ -114,3 +115,52 @@ def test_another_hub_error_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(HubError, match="500"):
         backup._forget_hub_user(hub, "carol", deadline=backup.time.monotonic() + 60)  # type: ignore[arg-type]
     assert hub.calls == 1
+
+
+class RecordingHub(Hub):
+    """The hub's API as a restore uses it, every call recorded; each user has one token."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__("http://hub.invalid", token="t")
+        self.names = names
+        self.calls: list[tuple[str, str]] = []
+
+    def users(self, page_size: int = 200) -> list[dict[str, Any]]:
+        return [{"name": name, "servers": {}} for name in self.names]
+
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        ok: tuple[int, ...] = (),
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        self.calls.append((method, path))
+        if method == "GET" and path.endswith("/tokens"):
+            return {"api_tokens": [{"id": "a7"}]}
+        return None
+
+
+def test_a_restore_keeps_the_hub_users_whose_workspace_it_does_not_write(
+    monkeypatch: pytest.MonkeyPatch, settings: ClassSettings
+) -> None:
+    """Carol's workspace is in the backup: written on this machine, so the hub forgets her
+    (and her pin). Dave's is not (his machine was down at the backup): he keeps his hub user,
+    whose pin leads to his workspace. Both their sessions end; the instructor's stay."""
+    hub = RecordingHub([settings.instructor, "carol", "dave"])
+    monkeypatch.setattr(backup.stack, "hub", lambda _: hub)
+    monkeypatch.setattr(backup.stack, "student_services", lambda _: ["c-student-carol"])
+    removed: list[list[str]] = []
+    monkeypatch.setattr(backup.swarm, "remove_services", removed.append)
+    monkeypatch.setattr(backup.swarm, "container_of", lambda _: "")
+    monkeypatch.setattr(backup, "_scale", lambda *_: None)
+    manifest = {"parts": {"workspace-carol.tar": {"student": "carol"}, "artifacts.tar": {}}}
+    backup._stop_for_restore(settings, manifest)
+    assert removed == [["c-student-carol"]]
+    for name in ("carol", "dave"):
+        assert ("DELETE", f"/users/{name}/server") in hub.calls
+        assert ("DELETE", f"/users/{name}/tokens/a7") in hub.calls
+    assert ("DELETE", "/users/carol") in hub.calls
+    assert ("DELETE", "/users/dave") not in hub.calls, "dave's pin is kept"
+    assert not [call for call in hub.calls if f"/users/{settings.instructor}" in call[1]]

@@ -117,6 +117,49 @@ def test_a_login_hashes_off_the_hubs_event_loop(
     assert ticks >= 10, f"the event loop stalled while hashing ({ticks} ticks)"
 
 
+class HubUser:
+    """What refresh_user reads of JupyterHub's user: the name and the login's auth_state."""
+
+    def __init__(self, name: str, password: str | None) -> None:
+        self.name, self.password = name, password
+
+    async def get_auth_state(self) -> dict[str, str] | None:
+        return None if self.password is None else {"mlflow_password": self.password}
+
+
+def test_a_session_ends_when_the_roster_no_longer_has_its_password(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    roster_file = tmp_path / "roster.json"
+
+    def write(users: dict[str, str]) -> None:
+        hashed = {
+            user: {"password": roster.hash_password(password, iterations=1000)}
+            for user, password in users.items()
+        }
+        roster_file.write_text(json.dumps({"users": hashed}))
+
+    write({"alice": "k7mq-x3vt-9pfa", "bob": "b0b-b0b-b0b"})
+    auth = _authenticator(monkeypatch, roster_file)
+    module = sys.modules["roster_auth"]
+    hashed: list[str] = []
+    real_verify = module.verify
+    monkeypatch.setattr(module, "verify", lambda p, s: hashed.append(p) or real_verify(p, s))
+
+    def fresh(user: HubUser) -> bool:
+        return bool(asyncio.run(auth.refresh_user(user, None)))
+
+    alice = HubUser("alice", "k7mq-x3vt-9pfa")
+    assert fresh(alice) and fresh(alice) and fresh(alice)
+    assert hashed == ["k7mq-x3vt-9pfa"], "one hash, then the cache, while nothing changed"
+    assert not fresh(HubUser("alice", "an-old-one")), "a session from before a reset"
+    assert not fresh(HubUser("bob", None)), "no MLflow password kept: log in again"
+    write({"alice": "n3w-pass-word"})  # alice's password reset, bob removed
+    assert not fresh(alice)
+    assert not fresh(HubUser("bob", "b0b-b0b-b0b"))
+    assert fresh(HubUser("alice", "n3w-pass-word"))
+
+
 def test_the_hash_format_is_the_one_the_hub_parses() -> None:
     scheme, iterations, salt, digest = roster.hash_password("pw").split("$")
     assert scheme == "pbkdf2_sha256" and int(iterations) >= 100_000

@@ -34,6 +34,8 @@ class FakeSwarmSpawner(Configurable):  # type: ignore[misc]
         self.created: list[dict[str, Any]] = []
         self.removed: list[str] = []
         self.updated: dict[str, dict[str, Any]] = {}
+        self.port = 8888
+        self.services_created = 0
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.object_id = state.get("object_id", "")
@@ -57,6 +59,10 @@ class FakeSwarmSpawner(Configurable):  # type: ignore[misc]
         self.object_id = "s1"
         await self.start_object()
         return (self.service_name, 8888)
+
+    async def create_object(self) -> dict[str, str]:
+        self.services_created += 1
+        return {"ID": "s1"}
 
     async def remove_object(self) -> None:
         self.removed.append(self.object_id)
@@ -237,3 +243,64 @@ def test_a_weight_that_cannot_be_set_leaves_the_server_running(
     spawner.tasks_seen = [task("running", node="m1", container="c1")]
     asyncio.run(spawner.start_object())
     assert "could not lower bob's CPU weight: No such container: c1" in caplog.text
+
+
+class SwarmDNS:
+    """Swarm's DNS as the hub sees it while a restarted student's old server stops."""
+
+    def __init__(self, answers: list[str]) -> None:
+        self.answers = answers  # "old": the old server's address; "gone"; "silent"
+        self.asked: list[tuple[str, int]] = []
+
+    async def getaddrinfo(self, host: str, port: int, **kwargs: Any) -> list[Any]:
+        self.asked.append((host, port))
+        answer = self.answers.pop(0) if self.answers else "gone"
+        if answer == "silent":  # forwarded to the machine's resolvers, with no internet
+            await asyncio.sleep(3600)
+        if answer == "gone":
+            raise OSError(-2, "Name or service not known")
+        return [(2, 1, 6, "", ("10.0.1.9", port))]
+
+
+def create_service(spawner: Any, dns: SwarmDNS) -> None:
+    async def create() -> None:
+        asyncio.get_running_loop().getaddrinfo = dns.getaddrinfo  # type: ignore[method-assign]
+        await spawner.create_object()
+
+    asyncio.run(create())
+
+
+@pytest.fixture
+def fast_waits(spawner_class: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    module = sys.modules[spawner_class.__module__]
+    monkeypatch.setattr(module, "OLD_SERVER_POLL_S", 0.0)
+    monkeypatch.setattr(module, "LOOKUP_TIMEOUT_S", 0.05)
+    return module
+
+
+def test_a_restarted_server_is_created_once_the_old_ones_name_is_free(
+    spawner_class: Any, fast_waits: Any
+) -> None:
+    spawner = make(spawner_class)
+    dns = SwarmDNS(["old", "old", "gone"])
+    create_service(spawner, dns)
+    assert dns.asked == [("c-student-bob", 8888)] * 3
+    assert spawner.services_created == 1
+
+
+def test_a_name_swarm_does_not_answer_counts_as_free(spawner_class: Any, fast_waits: Any) -> None:
+    spawner = make(spawner_class)
+    dns = SwarmDNS(["silent"])
+    create_service(spawner, dns)
+    assert len(dns.asked) == 1, "one unanswered lookup must not hold the spawn"
+    assert spawner.services_created == 1
+
+
+def test_an_old_server_that_never_goes_away_does_not_hold_the_spawn_forever(
+    spawner_class: Any, fast_waits: Any, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    monkeypatch.setattr(fast_waits, "OLD_SERVER_WAIT_S", 0.0)
+    spawner = make(spawner_class)
+    create_service(spawner, SwarmDNS(["old"] * 5))
+    assert spawner.services_created == 1
+    assert "bob's old server was still stopping after 0 s" in caplog.text
