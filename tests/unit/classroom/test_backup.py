@@ -128,18 +128,12 @@ class RecordingHub(Hub):
     def users(self, page_size: int = 200) -> list[dict[str, Any]]:
         return [{"name": name, "servers": {}} for name in self.names]
 
-    def api(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        ok: tuple[int, ...] = (),
-        headers: dict[str, str] | None = None,
-    ) -> Any:
-        self.calls.append((method, path))
-        if method == "GET" and path.endswith("/tokens"):
-            return {"api_tokens": [{"id": "a7"}]}
-        return None
+    def request(self, method: str, path: str, body: Any = None, **_: Any) -> tuple[int, str, str]:
+        api_path = path.removeprefix("/hub/api")
+        self.calls.append((method, api_path))
+        if method == "GET" and api_path.endswith("/tokens"):
+            return 200, path, json.dumps({"api_tokens": [{"id": "a7"}]})
+        return 204, path, ""
 
 
 def test_a_restore_keeps_the_hub_users_whose_workspace_it_does_not_write(
