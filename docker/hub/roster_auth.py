@@ -103,6 +103,8 @@ class RosterAuthenticator(Authenticator):  # type: ignore[misc]
         ):
             self.log.warning("Failed login for %r", username)
             return None
+        # The session's first refresh (before the spawn that follows) needs no hash again.
+        self._remember(username, password, str(entry.get("password", "")), True)
         return {
             "name": username,
             "admin": bool(entry.get("admin")),
@@ -117,15 +119,18 @@ class RosterAuthenticator(Authenticator):  # type: ignore[misc]
         if not entry or not password:
             return False
         stored = str(entry.get("password", ""))
-        digest = hashlib.sha256(password.encode()).digest()
         seen = self._checked.get(user.name)
+        digest = hashlib.sha256(password.encode()).digest()
         if seen is not None and seen[0] == stored and hmac.compare_digest(seen[1], digest):
             return seen[2]
         valid = await asyncio.to_thread(verify, password, stored)
-        self._checked[user.name] = (stored, digest, valid)
+        self._remember(user.name, password, stored, valid)
         if not valid:
             self.log.info("%s's login is stale (a new password): log in again", user.name)
         return valid
+
+    def _remember(self, username: str, password: str, stored: str, valid: bool) -> None:
+        self._checked[username] = (stored, hashlib.sha256(password.encode()).digest(), valid)
 
     def check_allowed(self, username: str, authentication: Any = None) -> bool:
         # A removed student's session ends with their roster entry.

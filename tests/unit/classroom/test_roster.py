@@ -150,8 +150,10 @@ def test_a_session_ends_when_the_roster_no_longer_has_its_password(
         return bool(asyncio.run(auth.refresh_user(user, None)))
 
     alice = HubUser("alice", "k7mq-x3vt-9pfa")
+    login = asyncio.run(auth.authenticate(None, {"username": "alice", "password": alice.password}))
+    assert login and hashed == ["k7mq-x3vt-9pfa"]
     assert fresh(alice) and fresh(alice) and fresh(alice)
-    assert hashed == ["k7mq-x3vt-9pfa"], "one hash, then the cache, while nothing changed"
+    assert hashed == ["k7mq-x3vt-9pfa"], "the login's hash only, while nothing changed"
     assert not fresh(HubUser("alice", "an-old-one")), "a session from before a reset"
     assert not fresh(HubUser("bob", None)), "no MLflow password kept: log in again"
     write({"alice": "n3w-pass-word"})  # alice's password reset, bob removed
