@@ -11,16 +11,26 @@ No I/O and no third-party imports, so the unit tests run it without JupyterHub o
 - A student always works in their own workspace: the UI names its workspace in the
   X-MLFLOW-WORKSPACE header, and any other (or none) becomes theirs. The instructor,
   MLflow's admin, picks any workspace in the UI's selector.
+- A student's UI is told the server has no workspaces: with them, the UI opens on a list
+  of workspaces to pick from (its home page shows that list until the URL names one), and
+  a student has one only. Without, it opens as the lab's single-user UI does, on the
+  home page with their experiments, and names no workspace (the service adds theirs).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterable
 
 # The JupyterHub service's name: the UI is at <hub>/services/<SERVICE>/.
 SERVICE = "mlflow"
 WORKSPACE_HEADER = "X-MLFLOW-WORKSPACE"
+# Where the UI asks, once per page load, what the server offers; its workspaces_enabled
+# decides whether the UI shows workspaces at all (MLflow's handlers.py and the UI's
+# RootPage).
+SERVER_INFO_PATH = "/ajax-api/3.0/mlflow/server-info"
+WORKSPACES_ENABLED = "workspaces_enabled"
 
 # RFC 9110 section 7.6.1, plus the older Keep-Alive/Proxy-Connection a client may send.
 HOP_BY_HOP = frozenset(
@@ -101,13 +111,39 @@ def workspace_for(user: str, instructor: str, asked: str | None) -> str | None:
     return user
 
 
+def rewrites_answer(method: str, path: str, user: str, instructor: str) -> bool:
+    """Whether the service changes MLflow's answer to this request (MLflow's `path`): a
+    student's UI asking what the server offers."""
+    return user != instructor and method == "GET" and path == SERVER_INFO_PATH
+
+
+def server_info_for_student(body: bytes) -> bytes:
+    """MLflow's server-info answer as a student's UI gets it: no workspaces. Anything but
+    the JSON object MLflow sends passes unchanged."""
+    try:
+        info = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(info, dict) or WORKSPACES_ENABLED not in info:
+        return body
+    return json.dumps({**info, WORKSPACES_ENABLED: False}).encode()
+
+
 def request_headers(
-    incoming: Iterable[tuple[str, str]], *, user: str, password: str, instructor: str
+    incoming: Iterable[tuple[str, str]],
+    *,
+    user: str,
+    password: str,
+    instructor: str,
+    uncompressed: bool = False,
 ) -> Headers:
     """The headers MLflow gets: the browser's, less the dropped ones, with the user's
-    MLflow login and, for a student, their own workspace."""
+    MLflow login and, for a student, their own workspace. `uncompressed`: the answer is to be
+    read by the service, so MLflow is offered no compression."""
     incoming = list(incoming)
     dropped = HOP_BY_HOP | REQUEST_DROPPED | _connection_named(incoming)
+    if uncompressed:
+        dropped |= {"accept-encoding"}
     asked = next((v for n, v in incoming if n.lower() == WORKSPACE_HEADER.lower()), None)
     sent = [(n, v) for n, v in incoming if n.lower() not in dropped]
     sent.append(("Authorization", basic_auth(user, password)))

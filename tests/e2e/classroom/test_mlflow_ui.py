@@ -166,6 +166,27 @@ def test_each_student_sees_only_their_own_runs_and_the_instructor_sees_both(
     assert set(lab_runs(classroom, instructor, "dave")) == set(dave)
 
 
+def test_a_students_ui_is_told_of_no_workspaces_and_the_instructors_of_them(
+    classroom: Classroom, sessions: dict[str, requests.Session]
+) -> None:
+    """What makes the UI open on the list of workspaces, or on the student's own work."""
+
+    def server_info(user: str) -> requests.Response:
+        got = sessions[user].get(
+            f"{classroom.url}{MLFLOW_UI_PATH}ajax-api/3.0/mlflow/server-info",
+            headers=FETCH,
+            timeout=TIMEOUT_S,
+        )
+        assert got.status_code == 200, got.text
+        return got
+
+    student = server_info("carol")
+    assert student.json()["workspaces_enabled"] is False, student.text
+    # The changed answer's length is its own, not MLflow's.
+    assert int(student.headers["Content-Length"]) == len(student.content)
+    assert server_info("instructor").json()["workspaces_enabled"] is True
+
+
 def test_a_student_cannot_fetch_another_students_run_by_id(
     classroom: Classroom, sessions: dict[str, requests.Session]
 ) -> None:
@@ -298,12 +319,19 @@ def test_a_student_opens_jupyterlab_and_their_runs_in_the_mlflow_ui(
         ).first.click()
         page.get_by_role("link", name=SERVICE_LINK, exact=True).click()
         page.wait_for_url(f"{classroom.url}{MLFLOW_UI_PATH}**")
-        # The UI lists the student's own workspace, and no other.
+        # The UI opens on the student's own experiments, as the lab's does: no list of
+        # workspaces to pick from first, and no workspace selector.
         main = page.get_by_role("main")
-        main.get_by_role("link", name="carol", exact=True).wait_for()
-        assert main.get_by_role("link", name="dave", exact=True).count() == 0
-        main.get_by_role("link", name="carol", exact=True).click()
-        open_lab_runs(page, shown_runs(classroom, sessions["carol"]), from_sidebar=True)
+        lab = shown_runs(classroom, sessions["carol"])
+        experiment = main.get_by_role("link", name=ui.LAB_EXPERIMENT, exact=True).and_(
+            page.locator(f"[href*='/experiments/{lab[0]}']")
+        )
+        experiment.wait_for()
+        assert page.get_by_test_id("workspace-list-item").count() == 0
+        for workspace in STUDENTS:
+            assert main.get_by_role("link", name=workspace, exact=True).count() == 0
+        assert page.locator("aside").get_by_role("combobox").count() == 0
+        open_lab_runs(page, lab, from_sidebar=False)
         assert page.get_by_text("Cross-origin request blocked").count() == 0
 
 
@@ -313,6 +341,10 @@ def test_the_instructors_mlflow_ui_shows_every_students_work(
     with user_page(browser, tmp_path, "instructor") as page:
         browser_login(page, classroom, "instructor", classroom.secret("instructor-password"))
         page.goto(f"{classroom.url}{MLFLOW_UI_PATH}")
+        # The UI opens on the list of every student's workspace.
+        main = page.get_by_role("main")
+        for student in STUDENTS:
+            main.get_by_role("link", name=student, exact=True).wait_for()
         for number, student in enumerate(STUDENTS):
             # The workspace selector in the UI's sidebar.
             page.locator("aside").get_by_role("combobox").first.click()

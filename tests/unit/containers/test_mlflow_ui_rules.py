@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -84,6 +85,40 @@ def test_the_instructor_keeps_the_workspace_the_ui_chose() -> None:
     assert sent([("X-MLFLOW-WORKSPACE", "bob")], "instructor")["x-mlflow-workspace"] == ["bob"]
     assert "x-mlflow-workspace" not in sent([("X-MLFLOW-WORKSPACE", "")], "instructor")
     assert "x-mlflow-workspace" not in sent(BROWSER, "instructor")
+
+
+# MLflow 3.17's answer, as the class's server gives it.
+SERVER_INFO = {
+    "store_type": "SqlStore",
+    "workspaces_enabled": True,
+    "trace_archival_enabled": False,
+    "features_enabled": {"gateway": True},
+}
+
+
+def test_a_students_ui_is_told_of_no_workspaces_so_it_opens_on_their_experiments() -> None:
+    info = "/ajax-api/3.0/mlflow/server-info"
+    assert rules.rewrites_answer("GET", info, "alice", "instructor")
+    got = json.loads(rules.server_info_for_student(json.dumps(SERVER_INFO).encode()))
+    assert got == {**SERVER_INFO, "workspaces_enabled": False}
+    # The instructor's UI keeps its workspace list and selector; nothing else is changed.
+    assert not rules.rewrites_answer("GET", info, "instructor", "instructor")
+    assert not rules.rewrites_answer("HEAD", info, "alice", "instructor")
+    for other in ("/ajax-api/3.0/mlflow/workspaces", "/", "/api/3.0/mlflow/server-info"):
+        assert not rules.rewrites_answer("GET", other, "alice", "instructor"), other
+
+
+def test_a_server_info_answer_that_is_not_mlflows_passes_unchanged() -> None:
+    for body in (b"", b"<html>gateway timeout</html>", b"[]", b'{"error_code": "X"}'):
+        assert rules.server_info_for_student(body) == body
+
+
+def test_the_answer_the_service_reads_comes_uncompressed() -> None:
+    read = rules.request_headers(
+        BROWSER, user="alice", password="pw-1", instructor="instructor", uncompressed=True
+    )
+    assert "accept-encoding" not in {name.lower() for name, _ in read}
+    assert ("X-MLFLOW-WORKSPACE", "alice") in read
 
 
 def test_the_browser_gets_no_login_prompt_no_mlflow_cookie_and_stays_under_the_prefix() -> None:
