@@ -48,6 +48,11 @@ def verify(password: str, stored: str) -> bool:
     return hmac.compare_digest(digest.hex(), expected)
 
 
+def _digest(password: str) -> bytes:
+    """What the session check keeps of a password: enough to tell a changed one, fast."""
+    return hashlib.sha256(password.encode()).digest()
+
+
 class Roster:
     """The roster file, read again whenever it changes (students added or removed)."""
 
@@ -104,7 +109,7 @@ class RosterAuthenticator(Authenticator):  # type: ignore[misc]
             self.log.warning("Failed login for %r", username)
             return None
         # The session's first refresh (before the spawn that follows) needs no hash again.
-        self._remember(username, password, str(entry.get("password", "")), True)
+        self._checked[username] = (str(entry.get("password", "")), _digest(password), True)
         return {
             "name": username,
             "admin": bool(entry.get("admin")),
@@ -120,17 +125,14 @@ class RosterAuthenticator(Authenticator):  # type: ignore[misc]
             return False
         stored = str(entry.get("password", ""))
         seen = self._checked.get(user.name)
-        digest = hashlib.sha256(password.encode()).digest()
+        digest = _digest(password)
         if seen is not None and seen[0] == stored and hmac.compare_digest(seen[1], digest):
             return seen[2]
         valid = await asyncio.to_thread(verify, password, stored)
-        self._remember(user.name, password, stored, valid)
+        self._checked[user.name] = (stored, digest, valid)
         if not valid:
             self.log.info("%s's login is stale (a new password): log in again", user.name)
         return valid
-
-    def _remember(self, username: str, password: str, stored: str, valid: bool) -> None:
-        self._checked[username] = (stored, hashlib.sha256(password.encode()).digest(), valid)
 
     def check_allowed(self, username: str, authentication: Any = None) -> bool:
         # A removed student's session ends with their roster entry.
